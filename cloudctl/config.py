@@ -1,0 +1,84 @@
+"""Where cloudctl finds the project, the inventory and its own home directory."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from cloudctl.errors import ConfigError
+
+ENV_PROJECT = "CLOUDCTL_PROJECT"
+ENV_INVENTORY = "CLOUDCTL_INVENTORY"
+ENV_HOME = "CLOUDCTL_HOME"
+DEFAULT_INVENTORY = Path("inventory") / "ciab"
+
+
+@dataclass(frozen=True)
+class Settings:
+    project_dir: Path  # repository root: ansible.cfg, playbooks/, roles/, modules/
+    inventory: Path
+    home: Path  # run artifacts live under <home>/runs
+
+    @property
+    def ansible_cfg(self) -> Path:
+        return self.project_dir / "ansible.cfg"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.home / "runs"
+
+    def ensure_home(self) -> Path:
+        """Create the home and runs directories (0700) and return the runs directory."""
+        for path in (self.home, self.runs_dir):
+            if not path.is_dir():
+                try:
+                    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise ConfigError(f"cannot create {path}: {exc.strerror}") from exc
+                path.chmod(0o700)
+        return self.runs_dir
+
+
+def resolve_settings(
+    inventory: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """Resolve settings from options, then environment, then defaults.
+
+    Raises ConfigError with one clear line when the project or the inventory is missing.
+    """
+    env = os.environ if env is None else env
+    project = _project_dir(env)
+
+    if inventory is not None:
+        inv = Path(inventory).expanduser().absolute()
+    elif env.get(ENV_INVENTORY):
+        inv = Path(env[ENV_INVENTORY]).expanduser().absolute()
+    else:
+        inv = project / DEFAULT_INVENTORY
+    if not inv.exists():
+        raise ConfigError(f"inventory {inv} does not exist (use --inventory or {ENV_INVENTORY})")
+
+    if env.get(ENV_HOME):
+        home = Path(env[ENV_HOME]).expanduser().absolute()
+    else:
+        home = Path.home() / ".cloudctl"
+    return Settings(project_dir=project, inventory=inv, home=home)
+
+
+def _project_dir(env: Mapping[str, str]) -> Path:
+    if env.get(ENV_PROJECT):
+        project = Path(env[ENV_PROJECT]).expanduser().absolute()
+        origin = ENV_PROJECT
+    else:
+        # Editable install or source checkout: the package sits at the root of the project.
+        project = Path(__file__).resolve().parent.parent
+        origin = "the cloudctl package location"
+    if not (project / "ansible.cfg").is_file() or not (project / "playbooks").is_dir():
+        raise ConfigError(
+            f"no cloudctl project (ansible.cfg and playbooks/) at {project} "
+            f"(from {origin}); set {ENV_PROJECT} to the project directory"
+        )
+    return project

@@ -1,0 +1,386 @@
+"""Run playbooks through ansible-runner: the only module of cloudctl that imports it.
+
+Every run gets a private data directory <home>/runs/<timestamp>-<operation>-<id> (0700)
+that is kept for audit: ansible-runner writes the events of the run to
+artifacts/<id>/job_events/ there, and cloudctl adds summary.json.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import ansible_runner
+
+from cloudctl.config import Settings
+from cloudctl.errors import ConfigError, HostFailed, HostUnreachable, InputError, PlaybookError
+
+log = logging.getLogger(__name__)
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_OPERATION = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+_HOST_EVENTS = {
+    "runner_on_ok": "ok",
+    "runner_on_failed": "failed",
+    "runner_on_unreachable": "unreachable",
+    "runner_on_skipped": "skipped",
+}
+
+
+@dataclass(frozen=True)
+class PlayEvent:
+    """What the progress callback receives."""
+
+    kind: str  # "task": a task starts; "host": a host finished a task
+    task: str
+    host: str = ""
+    status: str = ""  # ok | changed | failed | unreachable | skipped (kind "host")
+
+
+ProgressCallback = Callable[[PlayEvent], None]
+
+
+@dataclass
+class HostStats:
+    host: str
+    ok: int = 0
+    changed: int = 0
+    failed: int = 0
+    unreachable: int = 0
+    skipped: int = 0
+    rescued: int = 0
+    ignored: int = 0
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    host: str
+    task: str
+    status: str  # ok | changed | failed | unreachable | skipped
+    res: dict[str, Any]
+
+
+@dataclass
+class PlayResult:
+    status: str  # ansible-runner status: successful | failed | timeout | canceled
+    rc: int
+    run_dir: Path
+    artifact_dir: Path
+    stats: dict[str, HostStats] = field(default_factory=dict)
+    failures: list[HostFailed | HostUnreachable] = field(default_factory=list)
+    tasks: int = 0  # tasks started
+    error: str = ""  # last error line of ansible-playbook, e.g. a syntax error
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "successful" and not self.failures
+
+    def task_results(self, task: str) -> list[TaskResult]:
+        """Per-host results of the tasks named `task`, in the order they arrived."""
+        return [r for r in read_task_results(self.artifact_dir) if r.task == task]
+
+    def raise_for_failures(self) -> None:
+        """Raise the typed error that describes a failed run; do nothing when it succeeded."""
+        if self.ok:
+            return
+        if len(self.failures) == 1:
+            raise self.failures[0]
+        if self.failures:
+            hosts = sorted({f.host for f in self.failures})
+            raise PlaybookError(
+                f"{len(hosts)} host(s) failed: {', '.join(hosts)}", failures=self.failures
+            )
+        if self.status == "timeout":
+            raise PlaybookError(f"the playbook timed out (artifacts: {self.run_dir})")
+        detail = self.error or f"ansible-playbook exited with rc {self.rc}"
+        raise PlaybookError(f"{detail} (artifacts: {self.run_dir})")
+
+
+class EventCollector:
+    """ansible-runner event_handler: runs for every event, so it stays cheap."""
+
+    def __init__(self, progress: ProgressCallback | None = None) -> None:
+        self.progress = progress
+        self.tasks = 0
+        self.failures: list[HostFailed | HostUnreachable] = []
+        self.stats: dict[str, HostStats] = {}
+        self.error = ""
+        self._origin_expected = False
+
+    def __call__(self, event: Mapping[str, Any]) -> bool:
+        name = event.get("event", "")
+        data = event.get("event_data") or {}
+        if name == "playbook_on_task_start":
+            self.tasks += 1
+            self._emit(PlayEvent("task", data.get("task", "")))
+        elif name in _HOST_EVENTS:
+            self._host_event(name, data)
+        elif name == "playbook_on_stats":
+            self.stats = parse_stats(data)
+        elif name in ("verbose", "error"):
+            self._error_line(event.get("stdout", ""))
+        return True  # keep the event in the artifacts
+
+    def _host_event(self, name: str, data: Mapping[str, Any]) -> None:
+        host = data.get("host", "")
+        task = data.get("task", "")
+        res = data.get("res") or {}
+        status = _HOST_EVENTS[name]
+        if status == "ok" and res.get("changed"):
+            status = "changed"
+        if name == "runner_on_failed" and not data.get("ignore_errors"):
+            self.failures.append(HostFailed(host, task, failure_message(res)))
+        elif name == "runner_on_unreachable":
+            self.failures.append(HostUnreachable(host, failure_message(res), task=task))
+        self._emit(PlayEvent("host", task, host, status))
+
+    def _error_line(self, stdout: str) -> None:
+        # The first error ansible-playbook prints is the cause; its "Origin:" line follows.
+        for line in _ANSI.sub("", stdout).splitlines():
+            line = line.strip()
+            if not self.error and line.startswith(("ERROR!", "[ERROR]:")):
+                self.error = line.split(maxsplit=1)[1] if " " in line else line
+                self._origin_expected = True
+            elif self._origin_expected and line:
+                if line.startswith("Origin:"):
+                    self.error = f"{self.error} ({line})"
+                self._origin_expected = False
+
+    def _emit(self, event: PlayEvent) -> None:
+        if self.progress is None:
+            return
+        try:
+            self.progress(event)
+        except Exception:  # progress is cosmetic: never let it break a run
+            log.debug("progress callback failed; progress disabled", exc_info=True)
+            self.progress = None
+
+    def final_failures(self) -> list[HostFailed | HostUnreachable]:
+        """The failure that ended each failed host's run, one per host.
+
+        Events do not say whether a block rescued a failure, but a host stops at a failure
+        that is not rescued, so its last failure is the one the final stats count.
+        """
+        last: dict[str, HostFailed | HostUnreachable] = {}
+        for failure in reversed(self.failures):
+            if failure.host in last:
+                continue
+            if not self.stats or _counted(failure, self.stats.get(failure.host)):
+                last[failure.host] = failure
+        return [f for f in self.failures if last.get(f.host) is f]
+
+
+def _counted(failure: HostFailed | HostUnreachable, stats: HostStats | None) -> bool:
+    if stats is None:
+        return True
+    if isinstance(failure, HostUnreachable):
+        return stats.unreachable > 0
+    return stats.failed > 0
+
+
+def parse_stats(data: Mapping[str, Any]) -> dict[str, HostStats]:
+    """Per-host counters from the event data of playbook_on_stats."""
+    keys = {
+        "ok": "ok",
+        "changed": "changed",
+        "failures": "failed",
+        "dark": "unreachable",
+        "skipped": "skipped",
+        "rescued": "rescued",
+        "ignored": "ignored",
+    }
+    stats: dict[str, HostStats] = {}
+    hosts = set(data.get("processed") or {})
+    for key in keys:
+        hosts.update(data.get(key) or {})
+    for host in sorted(hosts):
+        counts = {attr: int((data.get(key) or {}).get(host, 0)) for key, attr in keys.items()}
+        stats[host] = HostStats(host=host, **counts)
+    return stats
+
+
+def failure_message(res: Mapping[str, Any]) -> str:
+    """One line that says why a task failed, from the task result `res`."""
+    for item in res.get("results") or []:
+        if isinstance(item, Mapping) and (item.get("failed") or item.get("unreachable")):
+            label = item.get("_ansible_item_label", item.get("item"))
+            return f"item {label}: {failure_message(item)}"
+    msg = _first_line(str(res.get("msg") or ""))
+    extra = _last_line(str(res.get("stderr") or res.get("module_stderr") or ""))
+    if extra and extra not in msg:
+        msg = f"{msg}: {extra}" if msg else extra
+    return msg or "failed"
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else ""
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def read_events(artifact_dir: Path) -> Iterator[dict[str, Any]]:
+    """The events of a finished run, in order."""
+    events_dir = artifact_dir / "job_events"
+    if not events_dir.is_dir():
+        return
+    files = [p for p in events_dir.glob("*.json") if p.name.split("-", 1)[0].isdigit()]
+    for path in sorted(files, key=lambda p: int(p.name.split("-", 1)[0])):
+        with path.open(encoding="utf-8") as fh:
+            yield json.load(fh)
+
+
+def read_task_results(artifact_dir: Path) -> list[TaskResult]:
+    results = []
+    for event in read_events(artifact_dir):
+        name = event.get("event", "")
+        if name not in _HOST_EVENTS:
+            continue
+        data = event.get("event_data") or {}
+        res = data.get("res") or {}
+        status = _HOST_EVENTS[name]
+        if status == "ok" and res.get("changed"):
+            status = "changed"
+        results.append(TaskResult(data.get("host", ""), data.get("task", ""), status, res))
+    return results
+
+
+def new_run_dir(settings: Settings, operation: str) -> Path:
+    """Create <home>/runs/<timestamp>-<operation>-<id> with mode 0700."""
+    if not _OPERATION.match(operation):
+        raise InputError(f"invalid operation name {operation!r}")
+    runs = settings.ensure_home()
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = runs / f"{stamp}-{operation}-{uuid.uuid4().hex[:8]}"
+    path.mkdir(mode=0o700)
+    path.chmod(0o700)  # mkdir's mode is filtered by the umask
+    (path / "artifacts").mkdir(mode=0o700)
+    return path
+
+
+def previous_task_count(settings: Settings, operation: str) -> int | None:
+    """Tasks started by the latest successful run of `operation`, as a progress estimate."""
+    if not settings.runs_dir.is_dir():
+        return None
+    runs = sorted(settings.runs_dir.glob(f"*-{operation}-*"), reverse=True)
+    for run in runs:
+        try:
+            summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if summary.get("status") == "successful" and not summary.get("check"):
+            return int(summary.get("tasks") or 0) or None
+    return None
+
+
+def _envvars(settings: Settings) -> dict[str, str]:
+    # ansible.cfg resolves its relative paths (library, roles_path, module_utils,
+    # inventory) against its own directory, so pointing at it is enough.
+    env = {"ANSIBLE_CONFIG": str(settings.ansible_cfg), "ANSIBLE_NOCOLOR": "1"}
+    # Run the ansible-playbook of the interpreter that runs cloudctl, even when its
+    # virtualenv is not activated (e.g. /opt/cloud/cloudctl/bin/cloudctl).
+    bindir = Path(sys.executable).parent
+    if (bindir / "ansible-playbook").exists():
+        env["PATH"] = os.pathsep.join([str(bindir), os.environ.get("PATH", os.defpath)])
+    return env
+
+
+def run_playbook(
+    settings: Settings,
+    playbook: str | os.PathLike[str],
+    *,
+    extravars: Mapping[str, Any] | None = None,
+    limit: str | None = None,
+    tags: str | None = None,
+    check: bool = False,
+    progress: ProgressCallback | None = None,
+    operation: str = "deploy",
+    timeout: int | None = None,
+) -> PlayResult:
+    """Run a playbook of the project and return what happened.
+
+    `playbook` is relative to the project directory (e.g. "playbooks/site.yml") or
+    absolute. Failed tasks do not raise: call PlayResult.raise_for_failures() or read
+    PlayResult.failures. Extra vars are written by ansible-runner to env/extravars (0600).
+    """
+    path = Path(playbook)
+    if not path.is_absolute():
+        path = settings.project_dir / path
+    if not path.is_file():
+        raise ConfigError(f"playbook {path} does not exist")
+
+    run_dir = new_run_dir(settings, operation)
+    ident = run_dir.name.rsplit("-", 1)[1]
+    collector = EventCollector(progress)
+    started = datetime.now(UTC)
+    runner = ansible_runner.run(
+        private_data_dir=str(run_dir),
+        ident=ident,
+        project_dir=str(settings.project_dir),
+        playbook=str(path),
+        inventory=str(settings.inventory),
+        envvars=_envvars(settings),
+        extravars=dict(extravars) if extravars else None,
+        limit=limit or None,
+        tags=tags or None,
+        cmdline="--check --diff" if check else None,
+        event_handler=collector,
+        quiet=True,
+        timeout=timeout,
+    )
+    result = PlayResult(
+        status=str(runner.status),
+        rc=int(runner.rc if runner.rc is not None else -1),
+        run_dir=run_dir,
+        artifact_dir=run_dir / "artifacts" / ident,
+        stats=collector.stats,
+        failures=collector.final_failures(),
+        tasks=collector.tasks,
+        error=collector.error,
+    )
+    _write_summary(result, operation, path, limit, check, started)
+    return result
+
+
+def _write_summary(
+    result: PlayResult,
+    operation: str,
+    playbook: Path,
+    limit: str | None,
+    check: bool,
+    started: datetime,
+) -> None:
+    summary = {
+        "operation": operation,
+        "playbook": str(playbook),
+        "limit": limit,
+        "check": check,
+        "started": started.isoformat(),
+        "finished": datetime.now(UTC).isoformat(),
+        "status": result.status,
+        "rc": result.rc,
+        "tasks": result.tasks,
+        "error": result.error,
+        "stats": [asdict(s) for s in result.stats.values()],
+        "failures": [
+            {"host": f.host, "task": f.task, "message": f.message,
+             "unreachable": isinstance(f, HostUnreachable)}
+            for f in result.failures
+        ],
+    }
+    path = result.run_dir / "summary.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(summary, fh, indent=2)
