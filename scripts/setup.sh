@@ -1,0 +1,41 @@
+#!/bin/bash
+# Set up this machine to run cloudctl, the deploy and the tests (as root, Debian 12):
+# the daemons' Debian packages, and a virtualenv (.venv) with cloudctl and its tools.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  # controller side
+  python3 python3-venv python3-apt openssh-client openssh-server git
+  # what the roles run on cloud hosts (installed here so labs and CI need no download)
+  qemu-system-x86 qemu-utils qemu-block-extra libvirt-daemon-system libvirt-clients
+  python3-libvirt python3-boto3 python3-yaml genisoimage tgt dnsmasq-base iptables ebtables
+  bridge-utils iproute2 supervisor lvm2 busybox-static dropbear-bin cpio
+)
+
+export DEBIAN_FRONTEND=noninteractive
+# Do not let package scripts start libvirtd, tgtd, supervisord... in the machine's own
+# namespaces: the cloud's daemons run only where the deploy starts them.
+created_policy=no
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+  chmod 755 /usr/sbin/policy-rc.d
+  created_policy=yes
+fi
+trap '[ "$created_policy" = yes ] && rm -f /usr/sbin/policy-rc.d' EXIT
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  /usr/bin/python3 -m venv .venv
+fi
+.venv/bin/pip install -q --upgrade pip
+.venv/bin/pip install -q -e '.[test]'
+echo "setup done: $(.venv/bin/cloudctl --version 2>/dev/null || echo 'cloudctl installed')"
