@@ -1,0 +1,141 @@
+"""End to end: deploy a cloud-in-a-box onto a namespaced lab host with cloudctl.
+
+In order: bad inventories fail in precheck and change nothing; the deploy brings up all five
+components and `cloudctl service status` sees them healthy; a second deploy changes nothing;
+reset.yml leaves no bridge, daemon or config behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import PROJECT, labhost
+
+pytestmark = pytest.mark.integration
+HOST = "e2e-ciab"
+
+
+def cloudctl(inventory: Path, *args: str, timeout: int = 1800) -> subprocess.CompletedProcess:
+    env = dict(os.environ, CLOUDCTL_HOME=str(inventory.parent / "cloudctl-home"))
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "cloudctl"), "--inventory", str(inventory), *args],
+        capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def in_host(*command: str) -> subprocess.CompletedProcess:
+    info = labhost.load_info(HOST)
+    return subprocess.run(["nsenter", "-t", str(info["sshd_pid"]), "-m", "-u", "-n", "--",
+                           *command], capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    labhost.destroy(HOST)
+    labhost.create(HOST)
+    workdir = tmp_path_factory.mktemp("ciab")
+    yield workdir
+    labhost.destroy(HOST)
+
+
+def make_inventory(workdir: Path, name: str, edit=None) -> Path:
+    """The ciab inventory pointed at the lab host, optionally edited (hosts, group_vars)."""
+    inventory = labhost.write_inventory([HOST], PROJECT / "inventory" / "ciab", workdir / name)
+    hosts_file = inventory / "hosts.yml"
+    text = hosts_file.read_text().replace("ciab:", f"{HOST}:")
+    hosts_file.write_text(text)
+    if edit:
+        hosts = yaml.safe_load(hosts_file.read_text())
+        group_vars = yaml.safe_load((inventory / "group_vars" / "all.yml").read_text())
+        edit(hosts, group_vars)
+        hosts_file.write_text(yaml.safe_dump(hosts))
+        (inventory / "group_vars" / "all.yml").write_text(yaml.safe_dump(group_vars))
+    return inventory
+
+
+def drop_cluster(hosts, group_vars):
+    del hosts["all"]["hosts"][HOST]["cloud_cluster"]
+
+
+def bad_cidr(hosts, group_vars):
+    group_vars["cloud_clusters"]["zone-a"]["subnet"] = "172.31.0.0/33"
+
+
+def overlapping(hosts, group_vars):
+    group_vars["cloud_clusters"]["zone-b"] = {"subnet": "172.31.0.128/25", "bridge": "cloudbr1"}
+
+
+def no_walrus(hosts, group_vars):
+    hosts["all"]["children"]["walrus"] = {"hosts": {}}
+
+
+@pytest.mark.parametrize("edit, words", [
+    (drop_cluster, [HOST, "cloud_cluster"]),
+    (bad_cidr, ["zone-a", "subnet", "172.31.0.0/33"]),
+    (overlapping, ["zone-a", "zone-b", "subnet"]),
+    (no_walrus, ["walrus"]),
+], ids=["nc-without-cluster", "invalid-cidr", "overlapping-subnets", "no-walrus-host"])
+def test_bad_inventory_fails_in_precheck_and_changes_nothing(lab, edit, words):
+    inventory = make_inventory(lab, f"bad-{edit.__name__}", edit)
+    result = cloudctl(inventory, "deploy", timeout=600)
+    assert result.returncode != 0
+    error_lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert error_lines, result.stdout
+    message = error_lines[-1]
+    for word in words:
+        assert word in message, f"{word!r} not in {message!r}"
+    assert "Traceback" not in result.stderr
+    # Nothing on the host changed: no cloud directory, no service manager config.
+    assert in_host("test", "-e", "/etc/cloud").returncode != 0
+    assert in_host("test", "-e", "/etc/supervisor/conf.d/cloud-tgtd.conf").returncode != 0
+
+
+def test_deploy_brings_up_every_component(lab):
+    inventory = make_inventory(lab, "good")
+    result = cloudctl(inventory, "deploy")
+    assert result.returncode == 0, result.stdout + result.stderr
+    status = cloudctl(inventory, "-o", "json", "service", "status", timeout=300)
+    assert status.returncode == 0, status.stdout + status.stderr
+    rows = json.loads(status.stdout)
+    components = {row["component"]: row for row in rows}
+    assert set(components) == {"clc", "walrus", "cc", "sc", "nc"}
+    for row in rows:
+        assert row["status"] == "healthy", row
+
+
+def test_second_deploy_changes_nothing(lab):
+    inventory = lab / "good"
+    result = cloudctl(inventory, "-o", "json", "deploy")
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads(result.stdout)
+    assert summary, result.stdout
+    for host in summary:
+        assert host["changed"] == 0, host
+        assert host["failed"] == 0 and host["unreachable"] == 0, host
+
+
+def test_reset_leaves_nothing_behind(lab):
+    inventory = lab / "good"
+    env = dict(os.environ, ANSIBLE_CONFIG=str(PROJECT / "ansible.cfg"))
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory),
+         str(PROJECT / "playbooks" / "reset.yml")],
+        capture_output=True, text=True, env=env, cwd=PROJECT, timeout=900)
+    assert result.returncode == 0, result.stdout[-5000:]
+    links = json.loads(in_host("ip", "-j", "link", "show", "type", "bridge").stdout or "[]")
+    assert links == [], links
+    processes = in_host("ps", "-eo", "comm=").stdout.split()
+    for daemon in ("libvirtd", "virtlogd", "tgtd", "dnsmasq", "weed", "supervisord"):
+        assert daemon not in processes, processes
+    for path in ("/etc/cloud", "/etc/supervisor/conf.d/cloud-tgtd.conf", "/opt/cloud"):
+        assert in_host("test", "-e", path).returncode != 0, path
+    leftovers = in_host("sh", "-c", "ls /etc/supervisor/conf.d /etc/systemd/system | grep cloud-")
+    assert leftovers.stdout.strip() == "", leftovers.stdout
