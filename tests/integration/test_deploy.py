@@ -132,7 +132,9 @@ def test_reset_leaves_nothing_behind(lab):
     assert result.returncode == 0, result.stdout[-5000:]
     links = json.loads(in_host("ip", "-j", "link", "show", "type", "bridge").stdout or "[]")
     assert links == [], links
-    processes = in_host("ps", "-eo", "comm=").stdout.split()
+    # The lab host shares the machine's PID namespace: look only at its network namespace.
+    processes = [Path(f"/proc/{pid}/comm").read_text().strip()
+                 for pid in labhost.netns_pids(labhost.netns_of(HOST))]
     for daemon in ("libvirtd", "virtlogd", "tgtd", "dnsmasq", "weed", "supervisord"):
         assert daemon not in processes, processes
     for path in ("/etc/cloud", "/etc/supervisor/conf.d/cloud-tgtd.conf", "/opt/cloud"):
