@@ -375,8 +375,12 @@ def _write_summary(
         "error": result.error,
         "stats": [asdict(s) for s in result.stats.values()],
         "failures": [
-            {"host": f.host, "task": f.task, "message": f.message,
-             "unreachable": isinstance(f, HostUnreachable)}
+            {
+                "host": f.host,
+                "task": f.task,
+                "message": f.message,
+                "unreachable": isinstance(f, HostUnreachable),
+            }
             for f in result.failures
         ],
     }

@@ -1,0 +1,86 @@
+"""What every command shares: the context object, the output option, progress bars."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import click
+
+from cloudctl.cli.output import FORMATS
+from cloudctl.config import Settings, resolve_settings
+from cloudctl.runner import PlayEvent, ProgressCallback
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class CliContext:
+    output: str = "table"
+    inventory: str | None = None
+    debug: bool = False
+    _settings: Settings | None = field(default=None, repr=False)
+
+    @property
+    def settings(self) -> Settings:
+        """Resolved on first use, so that --help works without a project or inventory."""
+        if self._settings is None:
+            self._settings = resolve_settings(self.inventory)
+        return self._settings
+
+    def output_format(self, override: str | None) -> str:
+        return override or self.output
+
+
+pass_context = click.make_pass_decorator(CliContext, ensure=True)
+
+
+def output_option(func: F) -> F:
+    """-o on a command, overriding the global -o."""
+    return click.option(
+        "-o",
+        "--output",
+        "output",
+        type=click.Choice(FORMATS),
+        default=None,
+        help="Output format (default: the global -o, else table).",
+    )(func)
+
+
+def stdout_is_tty() -> bool:
+    return click.get_text_stream("stdout").isatty()
+
+
+@contextmanager
+def task_progress(label: str, length: int | None) -> Iterator[ProgressCallback | None]:
+    """A progress bar advanced per task start, shown only when stdout is a terminal.
+
+    `length` is an estimate (tasks of the last run); without one the bar only pulses.
+    """
+    if not stdout_is_tty():
+        yield None
+        return
+    # A generator has no length, which makes click draw a bar of unknown length.
+    steps = None if length else (i for i in itertools.count())
+    with click.progressbar(
+        steps,
+        length=length or None,
+        label=label,
+        show_pos=True,
+        show_eta=False,
+        width=24,
+        item_show_func=lambda task: _short(task) if task else None,
+    ) as bar:
+
+        def on_event(event: PlayEvent) -> None:
+            if event.kind == "task":
+                bar.update(1, current_item=event.task)
+
+        yield on_event
+
+
+def _short(text: str, width: int = 40) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"

@@ -1,0 +1,46 @@
+"""cloudctl deploy."""
+
+from __future__ import annotations
+
+import click
+
+from cloudctl import deploy as deploy_service
+from cloudctl.cli.common import CliContext, output_option, pass_context, task_progress
+from cloudctl.cli.output import output_result
+
+
+@click.command()
+@click.option("--check", is_flag=True, help="Dry run: Ansible check mode with diffs.")
+@click.option("--limit", metavar="HOSTS", help="Deploy only these hosts or groups.")
+@click.option("--tags", metavar="TAGS", help="Run only tasks with these tags (comma-separated).")
+@click.option(
+    "-e",
+    "--extra-var",
+    "extra_vars",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Extra variable for the playbooks (repeatable).",
+)
+@output_option
+@pass_context
+def deploy(
+    obj: CliContext,
+    check: bool,
+    limit: str | None,
+    tags: str | None,
+    extra_vars: tuple[str, ...],
+    output: str | None,
+) -> None:
+    """Deploy or update the cloud on every host of the inventory (playbooks/site.yml)."""
+    extravars = deploy_service.parse_extravars(extra_vars)
+    settings = obj.settings
+    expected = deploy_service.expected_tasks(settings, check)
+    with task_progress("Deploying", expected) as progress:
+        result = deploy_service.deploy(
+            settings, check=check, limit=limit, tags=tags, extravars=extravars, progress=progress
+        )
+    if result.stats:
+        output_result(deploy_service.host_summary(result), obj.output_format(output))
+    if check:
+        click.echo("Check mode: nothing was changed.", err=True)
+    result.raise_for_failures()

@@ -1,0 +1,60 @@
+"""cloudctl: the click command group, global options and error handling."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from typing import Any
+
+import click
+
+from cloudctl.cli.common import CliContext
+from cloudctl.cli.deploy import deploy
+from cloudctl.cli.output import FORMATS
+from cloudctl.cli.service import service
+from cloudctl.errors import error_lines, exit_code_for
+
+
+class CloudGroup(click.Group):
+    """Turns every error into `Error: <one line>` and an exit code (a traceback with --debug)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:  # noqa: BLE001 (every error ends as one line)
+            obj = ctx.find_object(CliContext)
+            if obj is not None and obj.debug:
+                traceback.print_exc()
+            for line in error_lines(exc):
+                click.echo(f"Error: {line}", err=True)
+            ctx.exit(exit_code_for(exc))
+
+
+@click.group(cls=CloudGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "-o",
+    "--output",
+    type=click.Choice(FORMATS),
+    default="table",
+    show_default=True,
+    help="Output format.",
+)
+@click.option(
+    "--inventory",
+    type=click.Path(),
+    default=None,
+    help="Ansible inventory (default: $CLOUDCTL_INVENTORY, else <project>/inventory/ciab).",
+)
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+@click.version_option(package_name="cloudctl", prog_name="cloudctl")
+@click.pass_context
+def cli(ctx: click.Context, output: str, inventory: str | None, debug: bool) -> None:
+    """Operate a Eucalyptus-style private cloud deployed with Ansible."""
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING)
+    ctx.obj = CliContext(output=output, inventory=inventory, debug=debug)
+
+
+cli.add_command(deploy)
+cli.add_command(service)

@@ -1,0 +1,71 @@
+"""Deploy the cloud: run playbooks/site.yml and summarize it per host."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cloudctl.config import Settings
+from cloudctl.errors import InputError
+from cloudctl.runner import PlayResult, ProgressCallback, previous_task_count, run_playbook
+
+SITE_PLAYBOOK = "playbooks/site.yml"
+
+
+@dataclass(frozen=True)
+class HostSummary:
+    host: str
+    ok: int
+    changed: int
+    failed: int
+    unreachable: int
+
+
+def parse_extravars(pairs: Iterable[str]) -> dict[str, str]:
+    """KEY=VALUE strings (as ansible-playbook -e takes them) into a dict of strings."""
+    extravars: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise InputError(f"extra variable {pair!r} is not KEY=VALUE")
+        extravars[key] = value
+    return extravars
+
+
+def operation_name(check: bool) -> str:
+    return "deploy-check" if check else "deploy"
+
+
+def expected_tasks(settings: Settings, check: bool = False) -> int | None:
+    """How many tasks the last successful deploy started, to size a progress bar."""
+    return previous_task_count(settings, operation_name(check))
+
+
+def deploy(
+    settings: Settings,
+    *,
+    check: bool = False,
+    limit: str | None = None,
+    tags: str | None = None,
+    extravars: Mapping[str, Any] | None = None,
+    progress: ProgressCallback | None = None,
+) -> PlayResult:
+    """Run site.yml; failed hosts are in the result (PlayResult.raise_for_failures)."""
+    return run_playbook(
+        settings,
+        SITE_PLAYBOOK,
+        extravars=extravars,
+        limit=limit,
+        tags=tags,
+        check=check,
+        progress=progress,
+        operation=operation_name(check),
+    )
+
+
+def host_summary(result: PlayResult) -> list[HostSummary]:
+    return [
+        HostSummary(s.host, s.ok, s.changed, s.failed, s.unreachable) for s in result.stats.values()
+    ]
