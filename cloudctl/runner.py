@@ -214,16 +214,11 @@ def failure_message(res: Mapping[str, Any]) -> str:
         if isinstance(item, Mapping) and (item.get("failed") or item.get("unreachable")):
             label = item.get("_ansible_item_label", item.get("item"))
             return f"item {label}: {failure_message(item)}"
-    msg = _first_line(str(res.get("msg") or ""))
+    msg = " ".join(str(res.get("msg") or "").split())
     extra = _last_line(str(res.get("stderr") or res.get("module_stderr") or ""))
     if extra and extra not in msg:
         msg = f"{msg}: {extra}" if msg else extra
     return msg or "failed"
-
-
-def _first_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[0] if lines else ""
 
 
 def _last_line(text: str) -> str:

@@ -1,0 +1,102 @@
+"""run_playbook for real: one-task plays on localhost (connection local)."""
+
+from __future__ import annotations
+
+import json
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+
+from cloudctl.config import Settings
+from cloudctl.errors import ConfigError, HostFailed
+from cloudctl.runner import PlayEvent, previous_task_count, run_playbook
+
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(
+        "all:\n  hosts:\n    box:\n      ansible_connection: local\n"
+        f"      ansible_python_interpreter: {sys.executable}\n"
+    )
+    return Settings(project_dir=PROJECT, inventory=inventory, home=tmp_path / "home")
+
+
+def write_play(tmp_path: Path, task: str) -> Path:
+    path = tmp_path / "play.yml"
+    path.write_text(f"- hosts: all\n  gather_facts: false\n  tasks:\n{task}")
+    return path
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_one_task_play(settings, tmp_path):
+    play = write_play(
+        tmp_path, ("    - name: Say hello\n      ansible.builtin.command: echo hello {{ who }}\n")
+    )
+    events: list[PlayEvent] = []
+    result = run_playbook(
+        settings, play, extravars={"who": "cloud"}, progress=events.append, operation="test"
+    )
+    assert result.ok, result
+    assert (result.status, result.rc, result.tasks) == ("successful", 0, 1)
+    stats = result.stats["box"]
+    assert (stats.ok, stats.changed, stats.failed, stats.unreachable) == (1, 1, 0, 0)
+    assert PlayEvent("task", "Say hello") in events
+    assert PlayEvent("host", "Say hello", "box", "changed") in events
+    [hello] = result.task_results("Say hello")
+    assert hello.host == "box" and hello.res["stdout"] == "hello cloud"
+
+    # The run is kept, private: <home>/runs/<stamp>-test-<id> (0700), secrets 0600.
+    assert result.run_dir.parent == settings.runs_dir
+    assert result.run_dir.name.split("-")[1] == "test"
+    assert mode(result.run_dir) == 0o700
+    assert mode(result.run_dir / "env" / "extravars") == 0o600
+    assert "cloud" in (result.run_dir / "env" / "extravars").read_text()
+    summary = json.loads((result.run_dir / "summary.json").read_text())
+    assert mode(result.run_dir / "summary.json") == 0o600
+    assert summary["status"] == "successful" and summary["tasks"] == 1
+    assert previous_task_count(settings, "test") == 1
+    assert (result.artifact_dir / "job_events").is_dir()
+
+
+def test_failed_task_names_host_task_and_message(settings, tmp_path):
+    play = write_play(
+        tmp_path,
+        (
+            "    - name: Break\n"
+            "      ansible.builtin.command: sh -c 'echo broken pipe >&2; exit 3'\n"
+        ),
+    )
+    result = run_playbook(settings, play, operation="test")
+    assert result.status == "failed" and not result.ok
+    assert result.stats["box"].failed == 1
+    with pytest.raises(HostFailed) as info:
+        result.raise_for_failures()
+    assert (info.value.host, info.value.task) == ("box", "Break")
+    assert "broken pipe" in info.value.message
+
+
+def test_check_mode_changes_nothing(settings, tmp_path):
+    target = tmp_path / "made-by-play"
+    play = write_play(
+        tmp_path,
+        (
+            "    - name: Make a file\n"
+            f"      ansible.builtin.file: {{path: {target}, state: touch, mode: '0600'}}\n"
+        ),
+    )
+    result = run_playbook(settings, play, check=True, operation="test")
+    assert result.ok and result.stats["box"].changed == 1
+    assert not target.exists()
+
+
+def test_missing_playbook(settings):
+    with pytest.raises(ConfigError, match="does not exist"):
+        run_playbook(settings, "playbooks/nope.yml")
