@@ -265,12 +265,20 @@ def new_run_dir(settings: Settings, operation: str) -> Path:
     return path
 
 
+def run_operation(run_dir: Path) -> str:
+    """The operation of a run directory named <timestamp>-<operation>-<id>."""
+    parts = run_dir.name.split("-")
+    return "-".join(parts[1:-1])
+
+
 def previous_task_count(settings: Settings, operation: str) -> int | None:
     """Tasks started by the latest successful run of `operation`, as a progress estimate."""
     if not settings.runs_dir.is_dir():
         return None
     runs = sorted(settings.runs_dir.glob(f"*-{operation}-*"), reverse=True)
     for run in runs:
+        if run_operation(run) != operation:  # "deploy" must not match "deploy-check"
+            continue
         try:
             summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):

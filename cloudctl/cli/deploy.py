@@ -41,6 +41,6 @@ def deploy(
         )
     if result.stats:
         output_result(deploy_service.host_summary(result), obj.output_format(output))
-    if check:
-        click.echo("Check mode: nothing was changed.", err=True)
+        if check:
+            click.echo("Check mode: nothing was changed.", err=True)
     result.raise_for_failures()

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from cloudctl.errors import HostFailed, HostUnreachable, PlaybookError
-from cloudctl.runner import EventCollector, PlayEvent, failure_message, parse_stats
+from cloudctl.runner import (
+    EventCollector,
+    PlayEvent,
+    failure_message,
+    parse_stats,
+    run_operation,
+)
 from tests.unit.helpers import host_event, play_result, stats_event, task_start
 
 
@@ -140,3 +148,8 @@ def test_task_results_by_name_from_the_artifacts(tmp_path):
     results = result.task_results("Check")
     assert [(r.host, r.status) for r in results] == [("a", "ok"), ("b", "unreachable")]
     assert results[0].res == {"healthy": True}
+
+
+def test_operation_of_a_run_directory():
+    assert run_operation(Path("20261122T040504Z-deploy-check-17956e00")) == "deploy-check"
+    assert run_operation(Path("/x/runs/20261122T040504Z-deploy-3d82152a")) == "deploy"

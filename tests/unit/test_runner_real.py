@@ -11,7 +11,7 @@ import pytest
 
 from cloudctl.config import Settings
 from cloudctl.errors import ConfigError, HostFailed
-from cloudctl.runner import PlayEvent, previous_task_count, run_playbook
+from cloudctl.runner import PlayEvent, previous_task_count, run_operation, run_playbook
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -63,6 +63,8 @@ def test_one_task_play(settings, tmp_path):
     assert mode(result.run_dir / "summary.json") == 0o600
     assert summary["status"] == "successful" and summary["tasks"] == 1
     assert previous_task_count(settings, "test") == 1
+    assert previous_task_count(settings, "other") is None
+    assert run_operation(result.run_dir) == "test"
     assert (result.artifact_dir / "job_events").is_dir()
 
 
