@@ -1,0 +1,417 @@
+"""cloud_precheck: table-driven checks of its validation, plus real ansible-playbook runs of
+the play documented in its EXAMPLES against a real inventory."""
+
+from __future__ import annotations
+
+import ast
+import copy
+import json
+import os
+import subprocess
+
+import pytest
+from modhelpers import ANSIBLE_PLAYBOOK, HERE, ROOT, load_module_source, run_module
+
+precheck = load_module_source("cloud_precheck")
+
+GOOD_GROUPS = {
+    "all": ["clc1", "cc1", "cc2", "nc1", "nc2", "nc3"],
+    "ungrouped": [],
+    "clc": ["clc1"],
+    "walrus": ["clc1"],
+    "cc": ["cc1", "cc2"],
+    "sc": ["cc1", "cc2"],
+    "nc": ["nc1", "nc2", "nc3"],
+}
+GOOD_HOSTS = {
+    "clc1": {"cloud_cluster": None},
+    "cc1": {"cloud_cluster": "zone-a"},
+    "cc2": {"cloud_cluster": "zone-b"},
+    "nc1": {"cloud_cluster": "zone-a"},
+    "nc2": {"cloud_cluster": "zone-a"},
+    "nc3": {"cloud_cluster": "zone-b"},
+}
+GOOD_CLUSTERS = {
+    "zone-a": {"subnet": "172.31.0.0/24", "bridge": "cloudbr0", "public_interface": ""},
+    "zone-b": {"subnet": "172.31.1.0/24", "bridge": "cloudbr0", "public_interface": "eth0"},
+}
+
+
+def case(groups=None, hosts=None, clusters=None):
+    """The good description with the given parts changed (callables edit a deep copy)."""
+    parts = []
+    for good, change in ((GOOD_GROUPS, groups), (GOOD_HOSTS, hosts), (GOOD_CLUSTERS, clusters)):
+        part = copy.deepcopy(good)
+        if callable(change):
+            change(part)
+        elif change is not None:
+            part = change
+        parts.append(part)
+    return parts
+
+
+# (id, description, exact error lines expected)
+FAILURES = [
+    (
+        "nc host without cloud_cluster",
+        case(hosts=lambda h: h["nc2"].pop("cloud_cluster")),
+        ["host nc2: cloud_cluster is not set (every host in cc, sc and nc needs it)"],
+    ),
+    (
+        "host missing from hosts",
+        case(hosts=lambda h: h.pop("nc3")),
+        [
+            "host nc3: cloud_cluster is not set (every host in cc, sc and nc needs it)",
+        ],
+    ),
+    (
+        "sc host with empty cloud_cluster",
+        case(hosts=lambda h: h["cc1"].update(cloud_cluster="")),
+        [
+            "host cc1: cloud_cluster is not set (every host in cc, sc and nc needs it)",
+            (
+                "cluster zone-a: no host in group cc has it as cloud_cluster; a cluster with node "
+                "controllers needs exactly one cluster controller"
+            ),
+            (
+                "cluster zone-a: no host in group sc has it as cloud_cluster; a cluster with node "
+                "controllers needs a storage controller"
+            ),
+        ],
+    ),
+    (
+        "unknown cluster",
+        case(hosts=lambda h: h["nc3"].update(cloud_cluster="zone-x")),
+        [
+            (
+                "host nc3: cloud_cluster 'zone-x' is not defined in cloud_clusters "
+                "(defined: zone-a, zone-b)"
+            )
+        ],
+    ),
+    (
+        "invalid CIDR",
+        case(clusters=lambda c: c["zone-a"].update(subnet="172.31.0.0/33")),
+        [
+            (
+                "cluster zone-a: cloud_clusters.zone-a.subnet '172.31.0.0/33' is not an IPv4 CIDR "
+                "network (like 172.31.0.0/24)"
+            )
+        ],
+    ),
+    (
+        "not an address",
+        case(clusters=lambda c: c["zone-a"].update(subnet="zone-a-net/24")),
+        [
+            (
+                "cluster zone-a: cloud_clusters.zone-a.subnet 'zone-a-net/24' is not an IPv4 CIDR "
+                "network (like 172.31.0.0/24)"
+            )
+        ],
+    ),
+    (
+        "no prefix length",
+        case(clusters=lambda c: c["zone-a"].update(subnet="172.31.0.0")),
+        [
+            (
+                "cluster zone-a: cloud_clusters.zone-a.subnet '172.31.0.0' has no prefix length "
+                "(write it like 172.31.0.0/24)"
+            )
+        ],
+    ),
+    (
+        "host bits set",
+        case(clusters=lambda c: c["zone-a"].update(subnet="172.31.0.1/24")),
+        [
+            (
+                "cluster zone-a: cloud_clusters.zone-a.subnet '172.31.0.1/24' has host bits set "
+                "(the network is 172.31.0.0/24)"
+            )
+        ],
+    ),
+    (
+        "IPv6 subnet",
+        case(clusters=lambda c: c["zone-a"].update(subnet="fd00::/64")),
+        [
+            (
+                "cluster zone-a: cloud_clusters.zone-a.subnet 'fd00::/64' is not IPv4 "
+                "(instance subnets are IPv4)"
+            )
+        ],
+    ),
+    (
+        "subnet too small",
+        case(clusters=lambda c: c["zone-a"].update(subnet="172.31.0.0/30")),
+        [
+            (
+                "cluster zone-a: cloud_clusters.zone-a.subnet 172.31.0.0/30 is too small (at least "
+                "a /29: the gateway and the instances need addresses)"
+            )
+        ],
+    ),
+    (
+        "subnet missing",
+        case(clusters=lambda c: c["zone-b"].pop("subnet")),
+        ["cluster zone-b: cloud_clusters.zone-b.subnet is not set"],
+    ),
+    (
+        "overlapping subnets",
+        case(clusters=lambda c: c["zone-b"].update(subnet="172.31.0.0/16")),
+        [
+            (
+                "clusters zone-a and zone-b: cloud_clusters.zone-a.subnet 172.31.0.0/24 overlaps "
+                "cloud_clusters.zone-b.subnet 172.31.0.0/16"
+            )
+        ],
+    ),
+    (
+        "no walrus host",
+        case(groups=lambda g: g.update(walrus=[])),
+        ["no host in group walrus: the cloud needs a Walrus host"],
+    ),
+    (
+        "no clc group at all",
+        case(groups=lambda g: g.pop("clc")),
+        ["no host in group clc: the cloud needs a Cloud Controller host"],
+    ),
+    (
+        "bridge name too long",
+        case(clusters=lambda c: c["zone-a"].update(bridge="cloudbridge-zone-a")),
+        [
+            (
+                "cluster zone-a: cloud_clusters.zone-a.bridge 'cloudbridge-zone-a' is 18 characters "
+                "(Linux interface names have at most 15)"
+            )
+        ],
+    ),
+    (
+        "bridge name with a space",
+        case(clusters=lambda c: c["zone-a"].update(bridge="cloud br0")),
+        [
+            (
+                "cluster zone-a: cloud_clusters.zone-a.bridge 'cloud br0' contains ' ' "
+                "(not allowed in an interface name)"
+            )
+        ],
+    ),
+    (
+        "bridge missing",
+        case(clusters=lambda c: c["zone-a"].pop("bridge")),
+        ["cluster zone-a: cloud_clusters.zone-a.bridge is not set"],
+    ),
+    (
+        "bad public interface",
+        case(clusters=lambda c: c["zone-b"].update(public_interface="eth0:1")),
+        [
+            (
+                "cluster zone-b: cloud_clusters.zone-b.public_interface 'eth0:1' contains ':' "
+                "(not allowed in an interface name)"
+            )
+        ],
+    ),
+    (
+        "two CCs in one cluster",
+        case(hosts=lambda h: h["cc2"].update(cloud_cluster="zone-a")),
+        [
+            (
+                "cluster zone-a: 2 hosts in group cc have it (cc1, cc2) as cloud_cluster; a cluster "
+                "with node controllers needs exactly one cluster controller"
+            ),
+            (
+                "cluster zone-b: no host in group cc has it as cloud_cluster; a cluster with node "
+                "controllers needs exactly one cluster controller"
+            ),
+            (
+                "cluster zone-b: no host in group sc has it as cloud_cluster; a cluster with node "
+                "controllers needs a storage controller"
+            ),
+        ],
+    ),
+    (
+        "no clusters",
+        case(clusters={}),
+        [
+            "cloud_clusters is empty: define at least one cluster (docs/conventions.md)",
+            "host cc1: cloud_cluster 'zone-a' is not defined in cloud_clusters (defined: none)",
+            "host cc2: cloud_cluster 'zone-b' is not defined in cloud_clusters (defined: none)",
+            "host nc1: cloud_cluster 'zone-a' is not defined in cloud_clusters (defined: none)",
+            "host nc2: cloud_cluster 'zone-a' is not defined in cloud_clusters (defined: none)",
+            "host nc3: cloud_cluster 'zone-b' is not defined in cloud_clusters (defined: none)",
+        ],
+    ),
+    (
+        "cluster not a dict",
+        case(clusters=lambda c: c.update({"zone-b": "172.31.1.0/24"})),
+        ["cluster zone-b: cloud_clusters.zone-b must be a dict with subnet and bridge"],
+    ),
+]
+
+
+def test_good_description():
+    errors, warnings, summary = precheck.check_cloud(*case())
+    assert errors == []
+    assert warnings == []
+    assert summary == {
+        "zone-a": {
+            "subnet": "172.31.0.0/24",
+            "gateway": "172.31.0.1",
+            "bridge": "cloudbr0",
+            "cc": ["cc1"],
+            "sc": ["cc1"],
+            "nc": ["nc1", "nc2"],
+        },
+        "zone-b": {
+            "subnet": "172.31.1.0/24",
+            "gateway": "172.31.1.1",
+            "bridge": "cloudbr0",
+            "cc": ["cc2"],
+            "sc": ["cc2"],
+            "nc": ["nc3"],
+        },
+    }
+
+
+def test_cloud_in_a_box():
+    """One host in every group, a /29 subnet (the smallest allowed)."""
+    groups = {g: ["box"] for g in ("all", "clc", "walrus", "cc", "sc", "nc")}
+    hosts = {"box": {"cloud_cluster": "zone-a"}}
+    clusters = {"zone-a": {"subnet": "192.168.77.0/29", "bridge": "cloudbr0"}}
+    errors, _, summary = precheck.check_cloud(groups, hosts, clusters)
+    assert errors == []
+    assert summary["zone-a"]["cc"] == summary["zone-a"]["nc"] == ["box"]
+
+
+def test_cluster_without_nc_is_a_warning():
+    groups, hosts, clusters = case()
+    clusters["zone-c"] = {"subnet": "172.31.2.0/24", "bridge": "cloudbr2"}
+    groups["cc"].append("cc3")
+    groups["sc"].append("cc3")
+    hosts["cc3"] = {"cloud_cluster": "zone-c"}
+    errors, warnings, _ = precheck.check_cloud(groups, hosts, clusters)
+    assert errors == []
+    assert warnings == ["cluster zone-c has no node controller (no host in nc has it)"]
+
+
+@pytest.mark.parametrize(
+    ("description", "expected"), [f[1:] for f in FAILURES], ids=[f[0] for f in FAILURES]
+)
+def test_failures(description, expected):
+    errors, _, _ = precheck.check_cloud(*description)
+    assert errors == expected
+    for line in errors:
+        assert "\n" not in line
+
+
+# --- real runs through ansible-playbook ---------------------------------------------------
+
+
+def test_module_ok_through_ansible(tmp_path):
+    groups, hosts, clusters = case()
+    res = run_module(
+        tmp_path, "cloud_precheck", {"groups": groups, "hosts": hosts, "clusters": clusters}
+    )
+    assert not res.get("failed"), res.get("msg")
+    assert res["changed"] is False
+    assert res["msg"].startswith("cloud ok: 2 clusters; zone-a (subnet 172.31.0.0/24")
+    assert res["clusters"]["zone-b"]["nc"] == ["nc3"]
+
+
+def test_module_failure_through_ansible(tmp_path):
+    groups, hosts, clusters = case(
+        groups=lambda g: g.update(walrus=[]), hosts=lambda h: h["nc2"].pop("cloud_cluster")
+    )
+    res = run_module(
+        tmp_path,
+        "cloud_precheck",
+        {"groups": groups, "hosts": hosts, "clusters": clusters},
+        check=True,
+    )
+    assert res["failed"] is True
+    assert res["changed"] is False
+    assert res["errors"] == [
+        "no host in group walrus: the cloud needs a Walrus host",
+        "host nc2: cloud_cluster is not set (every host in cc, sc and nc needs it)",
+    ]
+    assert res["msg"] == "2 problems in the cloud description: " + "; ".join(res["errors"])
+
+
+def documented_play() -> str:
+    """The play in the module's EXAMPLES, as site.yml is told to use it."""
+    src = (ROOT / "modules" / "cloud_precheck.py").read_text()
+    for node in ast.parse(src).body:
+        if isinstance(node, ast.Assign) and node.targets[0].id == "EXAMPLES":
+            return node.value.value
+    raise AssertionError("no EXAMPLES")
+
+
+INVENTORY = {
+    "all": {
+        "vars": {
+            "ansible_connection": "local",
+            "ansible_python_interpreter": "/usr/bin/python3",
+            "cloud_clusters": GOOD_CLUSTERS,
+        },
+        "children": {
+            "clc": {"hosts": {"clc1": {}}},
+            "walrus": {"hosts": {"clc1": {}}},
+            "cc": {
+                "hosts": {"cc1": {"cloud_cluster": "zone-a"}, "cc2": {"cloud_cluster": "zone-b"}}
+            },
+            "sc": {"hosts": {"cc1": {}, "cc2": {}}},
+            "nc": {
+                "hosts": {
+                    "nc1": {"cloud_cluster": "zone-a"},
+                    "nc2": {"cloud_cluster": "zone-a"},
+                    "nc3": {"cloud_cluster": "zone-b"},
+                }
+            },
+        },
+    }
+}
+
+
+def run_documented_play(tmp_path, inventory: dict) -> tuple[subprocess.CompletedProcess, dict]:
+    """Run the EXAMPLES play on ``inventory``; returns the process and the module's result."""
+    (tmp_path / "inventory.yml").write_text(json.dumps(inventory))
+    (tmp_path / "site.yml").write_text(documented_play())
+    results = tmp_path / "results.jsonl"
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+        "ANSIBLE_CALLBACK_PLUGINS": str(HERE / "callback_plugins"),
+        "ANSIBLE_CALLBACKS_ENABLED": "module_result",
+        "MODULE_RESULT_FILE": str(results),
+        "ANSIBLE_DEPRECATION_WARNINGS": "False",
+        "ANSIBLE_NOCOLOR": "1",
+    }
+    proc = subprocess.run(
+        [str(ANSIBLE_PLAYBOOK), "-i", str(tmp_path / "inventory.yml"), str(tmp_path / "site.yml")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    lines = results.read_text().splitlines() if results.exists() else []
+    assert len(lines) == 1, f"one result expected (run_once):\n{proc.stdout}{proc.stderr}"
+    return proc, json.loads(lines[0])
+
+
+def test_documented_play_ok(tmp_path):
+    proc, res = run_documented_play(tmp_path, INVENTORY)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert res["changed"] is False
+    assert res["msg"] == (
+        "cloud ok: 2 clusters; zone-a (subnet 172.31.0.0/24, bridge cloudbr0): cc cc1, sc cc1, "
+        "nc nc1 nc2; zone-b (subnet 172.31.1.0/24, bridge cloudbr0): cc cc2, sc cc2, nc nc3"
+    )
+
+
+def test_documented_play_names_host_and_variable(tmp_path):
+    inventory = copy.deepcopy(INVENTORY)
+    inventory["all"]["children"]["nc"]["hosts"]["nc2"] = {}
+    proc, res = run_documented_play(tmp_path, inventory)
+    assert proc.returncode != 0
+    assert res["failed"] is True
+    assert res["msg"] == "host nc2: cloud_cluster is not set (every host in cc, sc and nc needs it)"
