@@ -215,6 +215,7 @@ def failure_message(res: Mapping[str, Any]) -> str:
             label = item.get("_ansible_item_label", item.get("item"))
             return f"item {label}: {failure_message(item)}"
     msg = " ".join(str(res.get("msg") or "").split())
+    msg = msg.removeprefix("Task failed: ")  # ansible-core 2.19; our errors say "failed" already
     extra = _last_line(str(res.get("stderr") or res.get("module_stderr") or ""))
     if extra and extra not in msg:
         msg = f"{msg}: {extra}" if msg else extra

@@ -111,6 +111,7 @@ def test_loop_failure_names_the_item():
     }
     assert failure_message(res) == "item sc: tgtadm missing"
     assert failure_message({}) == "failed"
+    assert failure_message({"msg": "Task failed: 'x' is undefined"}) == "'x' is undefined"
     assert failure_message(
         {"msg": "MODULE FAILURE\nSee stdout/stderr", "module_stderr": "Traceback\nImportError: x"}
     ) == ("MODULE FAILURE See stdout/stderr: ImportError: x")
