@@ -64,8 +64,8 @@ def task_progress(label: str, length: int | None) -> Iterator[ProgressCallback |
     if not stdout_is_tty():
         yield None
         return
-    # A generator has no length, which makes click draw a bar of unknown length.
-    steps = None if length else (i for i in itertools.count())
+    # An endless iterator has no length: click then draws a bar of unknown length.
+    steps = None if length else itertools.count()
     with click.progressbar(
         steps,
         length=length or None,
