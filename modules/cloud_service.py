@@ -12,7 +12,7 @@ description:
     installs it, and brings the daemon to the wanted state.
   - When the rendered description changes, a running daemon is restarted.
   - With supervisor, starts C(supervisord) itself when it does not answer (hosts where PID 1
-    is not systemd: containers, test labs, CI).
+    is not systemd, such as containers, test labs and CI).
 options:
   name:
     description: Unit or program name.
