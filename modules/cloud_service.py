@@ -27,6 +27,7 @@ options:
     choices: [auto, systemd, supervisor]
     default: auto
   state:
+    description: Wanted state of the daemon; C(absent) removes its unit or program.
     type: str
     choices: [started, stopped, restarted, absent]
     default: started
@@ -39,9 +40,11 @@ options:
     type: path
     default: /
   user:
+    description: User the daemon runs as.
     type: str
     default: root
   description:
+    description: Human description of the daemon.
     type: str
   log_dir:
     description: Supervisor only, where the daemon's output goes (C(<log_dir>/<name>.log)).
@@ -60,12 +63,15 @@ options:
     type: int
     default: 30
   unit_dir:
+    description: Where systemd units are written.
     type: path
     default: /etc/systemd/system
   supervisor_conf_dir:
+    description: Where supervisor programs are written.
     type: path
     default: /etc/supervisor/conf.d
   supervisor_config:
+    description: The main supervisord configuration file.
     type: path
     default: /etc/supervisor/supervisord.conf
 """
