@@ -26,6 +26,7 @@ from cloudctl.errors import ConfigError, HostFailed, HostUnreachable, InputError
 
 log = logging.getLogger(__name__)
 
+MAX_MESSAGE = 300  # characters of a failure message shown; the artifacts keep all of it
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _OPERATION = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 _HOST_EVENTS = {
@@ -214,12 +215,22 @@ def failure_message(res: Mapping[str, Any]) -> str:
         if isinstance(item, Mapping) and (item.get("failed") or item.get("unreachable")):
             label = item.get("_ansible_item_label", item.get("item"))
             return f"item {label}: {failure_message(item)}"
-    msg = " ".join(str(res.get("msg") or "").split())
-    msg = msg.removeprefix("Task failed: ")  # ansible-core 2.19; our errors say "failed" already
+    raw = str(res.get("msg") or "").removeprefix("Task failed: ")  # ansible-core 2.19
+    msg = _shorten(raw)
     extra = _last_line(str(res.get("stderr") or res.get("module_stderr") or ""))
     if extra and extra not in msg:
-        msg = f"{msg}: {extra}" if msg else extra
+        msg = f"{msg}: {_shorten(extra)}" if msg else _shorten(extra)
     return msg or "failed"
+
+
+def _shorten(text: str) -> str:
+    """One line; a long text keeps its start and its last line (where tools put the cause)."""
+    flat = " ".join(text.split())
+    if len(flat) <= MAX_MESSAGE:
+        return flat
+    head = flat[: MAX_MESSAGE // 3].rstrip()
+    tail = " ".join(_last_line(text).split())[-(MAX_MESSAGE - len(head) - 5) :]
+    return f"{head} ... {tail}"
 
 
 def _last_line(text: str) -> str:

