@@ -81,6 +81,8 @@ def task_progress(label: str, length: int | None) -> Iterator[ProgressCallback |
                 bar.update(1, current_item=event.task)
 
         yield on_event
+        if bar.length and bar.pos < bar.length:  # the estimate was high: the play is done
+            bar.update(bar.length - bar.pos)
 
 
 def _short(text: str, width: int = 40) -> str:
