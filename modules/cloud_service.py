@@ -54,6 +54,14 @@ options:
     description: Signal name that stops the daemon.
     type: str
     default: TERM
+  kill_mode:
+    description:
+      - C(group) stops the daemon with its whole process group; C(process) signals only the
+        main process, so children that must outlive a restart keep running (libvirtd's QEMU
+        guests). Maps to systemd C(KillMode) and supervisor C(stopasgroup)/C(killasgroup).
+    type: str
+    choices: [group, process]
+    default: group
   stop_timeout:
     description: Seconds to wait after I(stop_signal) before killing the daemon.
     type: int
@@ -129,8 +137,8 @@ def render_supervisor(p: dict) -> str:
         "startsecs=1",
         f"stopsignal={p['stop_signal']}",
         f"stopwaitsecs={p['stop_timeout']}",
-        "stopasgroup=true",
-        "killasgroup=true",
+        f"stopasgroup={'true' if p['kill_mode'] == 'group' else 'false'}",
+        f"killasgroup={'true' if p['kill_mode'] == 'group' else 'false'}",
         "redirect_stderr=true",
         f"stdout_logfile={p['log_dir']}/{p['name']}.log",
         "stdout_logfile_maxbytes=10MB",
@@ -156,6 +164,7 @@ def render_systemd(p: dict) -> str:
         "Restart=on-failure",
         f"KillSignal=SIG{p['stop_signal']}",
         f"TimeoutStopSec={p['stop_timeout']}",
+        f"KillMode={'control-group' if p['kill_mode'] == 'group' else 'process'}",
     ]
     lines += [f'Environment="{k}={v}"' for k, v in sorted(p["environment"].items())]
     lines += ["", "[Install]", "WantedBy=multi-user.target"]
@@ -363,6 +372,7 @@ def main() -> None:
             description=dict(type="str"),
             log_dir=dict(type="path", default="/var/log/cloud"),
             stop_signal=dict(type="str", default="TERM"),
+            kill_mode=dict(type="str", default="group", choices=["group", "process"]),
             stop_timeout=dict(type="int", default=10),
             start_timeout=dict(type="int", default=30),
             unit_dir=dict(type="path", default="/etc/systemd/system"),

@@ -197,8 +197,11 @@ def create(name: str) -> dict:
         info = {"name": name, "address": address, "netns": ns, "sshd_pid": proc.pid,
                 "key": str(key), "dir": str(hdir)}
         (hdir / "info.json").write_text(json.dumps(info, indent=2))
+    # A host destroyed a moment ago may have left its MAC for this address in the root
+    # namespace's neighbour cache: forget it, or packets go to the old MAC for ~30 s.
+    sh("ip", "neigh", "flush", "to", address, "dev", ROOT_VETH, check=False, capture=True)
     try:
-        wait_for_port(address, 22, 30)
+        wait_for_port(address, 22, 60)
     except SystemExit:
         destroy(name)
         raise
