@@ -219,3 +219,102 @@ def test_test_image_boots_reads_seed_and_names_volumes(tmp_path):
                 proc.kill()
                 proc.wait()
         shutil.rmtree(sockdir, ignore_errors=True)
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not all(shutil.which(t) for t in ("dnsmasq", "ssh", "ssh-keygen", "ip")),
+    reason="needs root, dnsmasq, ip and an ssh client",
+)
+def test_test_image_dhcp_and_ssh_in_a_private_namespace(tmp_path):
+    """DHCP from dnsmasq + SSH with the seed's key, all inside a namespace this test creates."""
+    deadline = time.monotonic() + DEADLINE
+    img = Path(build_image()["out"])
+    key = tmp_path / "key"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "t@x", "-f", str(key)], check=True
+    )
+    seed = tmp_path / "seed"
+    seed.mkdir()
+    (seed / "meta-data").write_text("instance-id: i-0000net\nlocal-hostname: nethost\n")
+    (seed / "user-data").write_text(
+        f"#cloud-config\nssh_authorized_keys:\n  - {key.with_suffix('.pub').read_text()}"
+    )
+    iso = tmp_path / "seed.iso"
+    subprocess.run(
+        ["genisoimage", "-quiet", "-o", str(iso), "-V", "cidata", "-J", "-r"]
+        + [str(seed / "meta-data"), str(seed / "user-data")],
+        check=True,
+    )
+    ns = f"tti-{os.getpid()}"
+    nse = ["ip", "netns", "exec", ns]
+    serial = tmp_path / "serial.log"
+    pidfile = tmp_path / "dnsmasq.pid"
+    proc = None
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        for c in (
+            "ip link set lo up",
+            "ip link add br0 type bridge",
+            "ip addr add 10.99.0.1/24 dev br0",
+            "ip link set br0 up",
+            "ip tuntap add tap0 mode tap",
+            "ip link set tap0 master br0 up",
+        ):
+            subprocess.run(nse + c.split(), check=True)
+        subprocess.run(
+            nse
+            + [
+                "dnsmasq",
+                f"--pid-file={pidfile}",
+                "--interface=br0",
+                "--bind-interfaces",
+                "--port=0",
+                "--dhcp-range=10.99.0.50,10.99.0.60,255.255.255.0",
+                "--dhcp-host=52:54:00:00:00:55,10.99.0.55",
+                f"--dhcp-leasefile={tmp_path / 'leases'}",
+            ],
+            check=True,
+        )
+        proc = subprocess.Popen(
+            nse
+            + ["qemu-system-x86_64", "-machine", "pc,accel=tcg", "-m", "256"]
+            + ["-display", "none", "-monitor", "none", "-no-reboot"]
+            + ["-kernel", str(img / "vmlinuz"), "-initrd", str(img / "initrd.img")]
+            + ["-append", "console=ttyS0 quiet", "-cdrom", str(iso)]
+            + ["-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"]
+            + ["-device", "virtio-net-pci,netdev=n0,mac=52:54:00:00:00:55"]
+            + ["-serial", f"file:{serial}"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        log = wait_for(serial, "CLOUD-TEST: ready", proc, deadline)
+        assert "CLOUD-TEST: got address 10.99.0.55 on eth0 (router 10.99.0.1)" in log
+        assert "CLOUD-TEST: seed found on /dev/sr0" in log
+        out = subprocess.run(
+            nse
+            + ["ssh", "-i", str(key), "-o", "StrictHostKeyChecking=no"]
+            + ["-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=30"]
+            + ["-o", "BatchMode=yes", "root@10.99.0.55", "hostname; ip route"],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=max(1, deadline - time.monotonic()),
+        )
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.splitlines()[0] == "nethost"
+        assert "default via 10.99.0.1" in out.stdout
+    finally:
+        if proc and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if pidfile.exists():
+            try:
+                os.kill(int(pidfile.read_text().split()[0]), 15)
+            except (ProcessLookupError, ValueError):
+                pass
+        subprocess.run(["ip", "netns", "del", ns], check=False)
