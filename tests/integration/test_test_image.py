@@ -41,6 +41,17 @@ poweroff -f
 """
 
 
+def stop_process(proc: subprocess.Popen | None) -> None:
+    """Stop a QEMU this test started, by its PID: TERM, then KILL after 10 s."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
 
 def build_image():
     out = subprocess.run(
@@ -209,13 +220,7 @@ def test_test_image_boots_reads_seed_and_names_volumes(tmp_path):
     finally:
         if qmp:
             qmp.close()
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
         shutil.rmtree(sockdir, ignore_errors=True)
 
 
@@ -299,13 +304,7 @@ def test_test_image_dhcp_and_ssh_in_a_private_namespace(tmp_path):
         assert out.stdout.splitlines()[0] == "nethost"
         assert "default via 10.99.0.1" in out.stdout
     finally:
-        if proc and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
         if pidfile.exists():
             try:
                 os.kill(int(pidfile.read_text().split()[0]), 15)
