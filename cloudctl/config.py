@@ -12,6 +12,7 @@ from cloudctl.errors import ConfigError
 ENV_PROJECT = "CLOUDCTL_PROJECT"
 ENV_INVENTORY = "CLOUDCTL_INVENTORY"
 ENV_HOME = "CLOUDCTL_HOME"
+ENV_STATE = "CLOUDCTL_STATE"
 DEFAULT_INVENTORY = Path("inventory") / "ciab"
 
 
@@ -20,6 +21,13 @@ class Settings:
     project_dir: Path  # repository root: ansible.cfg, playbooks/, roles/, modules/
     inventory: Path
     home: Path  # run artifacts live under <home>/runs
+    # The state store (cloudctl.state); default <home>/state.json. On a CLC the clc role's
+    # profile sets CLOUDCTL_STATE.
+    state_path: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.state_path is None:
+            object.__setattr__(self, "state_path", self.home / "state.json")
 
     @property
     def ansible_cfg(self) -> Path:
@@ -65,7 +73,8 @@ def resolve_settings(
         home = Path(env[ENV_HOME]).expanduser().absolute()
     else:
         home = Path.home() / ".cloudctl"
-    return Settings(project_dir=project, inventory=inv, home=home)
+    state = Path(env[ENV_STATE]).expanduser().absolute() if env.get(ENV_STATE) else None
+    return Settings(project_dir=project, inventory=inv, home=home, state_path=state)
 
 
 def _project_dir(env: Mapping[str, str]) -> Path:

@@ -10,6 +10,7 @@ import click
 
 from cloudctl.cli.common import CliContext
 from cloudctl.cli.deploy import deploy
+from cloudctl.cli.keypair import keypair
 from cloudctl.cli.output import FORMATS
 from cloudctl.cli.service import service
 from cloudctl.errors import error_lines, exit_code_for
@@ -57,4 +58,5 @@ def cli(ctx: click.Context, output: str, inventory: str | None, debug: bool) -> 
 
 
 cli.add_command(deploy)
+cli.add_command(keypair)
 cli.add_command(service)
