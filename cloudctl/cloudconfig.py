@@ -1,0 +1,173 @@
+"""The cloud configuration: clusters (zones), nodes, instance types and the Walrus endpoint.
+
+The clc role renders it as /etc/cloud/cloud.yml on the CLC. cloudctl reads, in order:
+$CLOUDCTL_CONFIG, /etc/cloud/cloud.yml (cloudctl runs on the CLC), <home>/cloud.yml (a copy
+fetched from the CLC by `playbooks/runtime/fetch_config.yml`; `cloudctl deploy` refreshes it).
+The file holds the Walrus secret key: copies are written 0600.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cloudctl.config import Settings
+from cloudctl.errors import ConfigError
+
+ENV_CONFIG = "CLOUDCTL_CONFIG"
+CLC_CONFIG = Path("/etc/cloud/cloud.yml")
+
+
+@dataclass(frozen=True)
+class InstanceType:
+    name: str
+    cpus: int
+    memory_mb: int
+    disk_gb: int
+
+
+@dataclass(frozen=True)
+class Node:
+    """A Node Controller and what it offers to instances (MAX_CORES / MAX_MEM)."""
+
+    name: str
+    vcpus: int
+    memory_mb: int
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """A cluster = an availability zone: its subnet, CC, SCs and NCs."""
+
+    zone: str
+    subnet: str
+    bridge: str
+    gateway: str
+    cc: str | None
+    sc: list[str]
+    nodes: list[Node]
+
+
+@dataclass(frozen=True)
+class Walrus:
+    endpoint: str
+    access_key: str
+    secret_key: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class CloudConfig:
+    cloud_name: str
+    clusters: dict[str, Cluster]
+    instance_types: dict[str, InstanceType]
+    walrus: Walrus
+    path: Path
+
+    def cluster(self, zone: str) -> Cluster:
+        try:
+            return self.clusters[zone]
+        except KeyError:
+            known = ", ".join(sorted(self.clusters)) or "none"
+            raise ConfigError(f"unknown zone {zone!r} (zones: {known})") from None
+
+    def instance_type(self, name: str) -> InstanceType:
+        try:
+            return self.instance_types[name]
+        except KeyError:
+            known = ", ".join(self.instance_types) or "none"
+            raise ConfigError(f"unknown instance type {name!r} (types: {known})") from None
+
+
+def parse_config(data: Mapping[str, Any], path: Path) -> CloudConfig:
+    """Build a CloudConfig from the YAML mapping; one clear line on what is missing."""
+    try:
+        clusters = {}
+        for zone, spec in (data.get("clusters") or {}).items():
+            nodes = [
+                Node(name, int(n["vcpus"]), int(n["memory_mb"]))
+                for name, n in sorted((spec.get("nodes") or {}).items())
+            ]
+            clusters[zone] = Cluster(
+                zone=zone,
+                subnet=str(spec["subnet"]),
+                bridge=str(spec["bridge"]),
+                gateway=str(spec["gateway"]),
+                cc=spec.get("cc"),
+                sc=list(spec.get("sc") or []),
+                nodes=nodes,
+            )
+        types = {
+            t["name"]: InstanceType(t["name"], int(t["cpus"]), int(t["memory_mb"]), int(t["disk_gb"]))
+            for t in data.get("instance_types") or []
+        }
+        walrus = data["walrus"]
+        return CloudConfig(
+            cloud_name=str(data.get("cloud_name", "cloud")),
+            clusters=clusters,
+            instance_types=types,
+            walrus=Walrus(
+                str(walrus["endpoint"]), str(walrus["access_key"]), str(walrus["secret_key"])
+            ),
+            path=path,
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ConfigError(f"cloud configuration {path} is incomplete or malformed: {exc!r}") from None
+
+
+def load_config(path: Path) -> CloudConfig:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read the cloud configuration {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"cloud configuration {path} is not YAML: {exc}") from None
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"cloud configuration {path} is not a mapping")
+    return parse_config(data, path)
+
+
+def fetched_path(settings: Settings) -> Path:
+    return settings.home / "cloud.yml"
+
+
+def config_path(settings: Settings, env: Mapping[str, str] | None = None) -> Path | None:
+    """The configuration file to read, or None when it must be fetched from the CLC first."""
+    env = os.environ if env is None else env
+    if env.get(ENV_CONFIG):
+        return Path(env[ENV_CONFIG]).expanduser()
+    if os.access(CLC_CONFIG, os.R_OK):
+        return CLC_CONFIG
+    copy = fetched_path(settings)
+    return copy if copy.is_file() else None
+
+
+def fetch_config(settings: Settings) -> Path:
+    """Copy the CLC's cloud.yml to <home>/cloud.yml (0600) with a runtime play."""
+    from cloudctl import runner  # runner imports ansible_runner: only when needed
+
+    settings.ensure_home()
+    dest = fetched_path(settings)
+    result = runner.run_playbook(
+        settings,
+        "playbooks/runtime/fetch_config.yml",
+        extravars={"cloudctl_config_dest": str(dest)},
+        operation="fetch-config",
+    )
+    result.raise_for_failures()
+    if not dest.is_file():
+        raise ConfigError(f"the CLC's cloud configuration was not copied to {dest}")
+    dest.chmod(0o600)
+    return dest
+
+
+def get_config(settings: Settings) -> CloudConfig:
+    """The cloud configuration, fetched from the CLC when there is no local copy."""
+    path = config_path(settings)
+    if path is None:
+        path = fetch_config(settings)
+    return load_config(path)
