@@ -152,12 +152,16 @@ def fetch_config(settings: Settings) -> Path:
 
     settings.ensure_home()
     dest = fetched_path(settings)
-    result = runner.run_playbook(
-        settings,
-        "playbooks/runtime/fetch_config.yml",
-        extravars={"cloudctl_config_dest": str(dest)},
-        operation="fetch-config",
-    )
+    old_umask = os.umask(0o077)  # ansible-playbook inherits it: the copy is born 0600
+    try:
+        result = runner.run_playbook(
+            settings,
+            "playbooks/runtime/fetch_config.yml",
+            extravars={"cloudctl_config_dest": str(dest)},
+            operation="fetch-config",
+        )
+    finally:
+        os.umask(old_umask)
     result.raise_for_failures()
     if not dest.is_file():
         raise ConfigError(f"the CLC's cloud configuration was not copied to {dest}")
