@@ -102,7 +102,9 @@ def parse_config(data: Mapping[str, Any], path: Path) -> CloudConfig:
                 nodes=nodes,
             )
         types = {
-            t["name"]: InstanceType(t["name"], int(t["cpus"]), int(t["memory_mb"]), int(t["disk_gb"]))
+            t["name"]: InstanceType(
+                t["name"], int(t["cpus"]), int(t["memory_mb"]), int(t["disk_gb"])
+            )
             for t in data.get("instance_types") or []
         }
         walrus = data["walrus"]
@@ -116,7 +118,9 @@ def parse_config(data: Mapping[str, Any], path: Path) -> CloudConfig:
             path=path,
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise ConfigError(f"cloud configuration {path} is incomplete or malformed: {exc!r}") from None
+        raise ConfigError(
+            f"cloud configuration {path} is incomplete or malformed: {exc!r}"
+        ) from None
 
 
 def load_config(path: Path) -> CloudConfig:

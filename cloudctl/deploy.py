@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from cloudctl.cloudconfig import fetched_path
 from cloudctl.config import Settings
 from cloudctl.errors import InputError
 from cloudctl.runner import PlayResult, ProgressCallback, previous_task_count, run_playbook
@@ -53,7 +54,7 @@ def deploy(
     progress: ProgressCallback | None = None,
 ) -> PlayResult:
     """Run site.yml; failed hosts are in the result (PlayResult.raise_for_failures)."""
-    return run_playbook(
+    result = run_playbook(
         settings,
         SITE_PLAYBOOK,
         extravars=extravars,
@@ -63,6 +64,10 @@ def deploy(
         progress=progress,
         operation=operation_name(check),
     )
+    if not check:
+        # The deploy may have changed the cloud configuration: fetch it again when needed.
+        fetched_path(settings).unlink(missing_ok=True)
+    return result
 
 
 def host_summary(result: PlayResult) -> list[HostSummary]:

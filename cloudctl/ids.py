@@ -74,6 +74,7 @@ class InstanceState(StrEnum):
     STOPPED = "stopped"
     SHUTTING_DOWN = "shutting-down"
     TERMINATED = "terminated"
+    FAILED = "failed"  # the launch failed (reason recorded); terminate cleans it up
 
 
 class VolumeState(StrEnum):
@@ -102,10 +103,11 @@ _I, _V, _A, _S = InstanceState, VolumeState, AttachmentState, SnapshotState
 
 # state -> the states it may move to. A state absent from the values is final.
 INSTANCE_TRANSITIONS: Mapping[InstanceState, frozenset[InstanceState]] = {
-    _I.PENDING: frozenset({_I.RUNNING, _I.SHUTTING_DOWN, _I.TERMINATED}),
+    _I.PENDING: frozenset({_I.RUNNING, _I.FAILED, _I.SHUTTING_DOWN, _I.TERMINATED}),
     _I.RUNNING: frozenset({_I.STOPPING, _I.SHUTTING_DOWN}),
     _I.STOPPING: frozenset({_I.STOPPED, _I.SHUTTING_DOWN}),
     _I.STOPPED: frozenset({_I.PENDING, _I.SHUTTING_DOWN}),
+    _I.FAILED: frozenset({_I.SHUTTING_DOWN}),
     _I.SHUTTING_DOWN: frozenset({_I.TERMINATED}),
     _I.TERMINATED: frozenset(),
 }

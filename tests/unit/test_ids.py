@@ -93,6 +93,7 @@ def test_states_have_the_ec2_names():
         "stopped",
         "shutting-down",
         "terminated",
+        "failed",  # not EC2: a launch that failed says so (DESIGN.md)
     }
     assert {s.value for s in VolumeState} == {
         "creating",
