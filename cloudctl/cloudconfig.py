@@ -67,6 +67,15 @@ class CloudConfig:
     instance_types: dict[str, InstanceType]
     walrus: Walrus
     path: Path
+    scheduling_policy: str = "roundrobin"
+
+    def zone_or_default(self, zone: str | None) -> str:
+        """The zone asked for, else the first zone by name."""
+        if zone is not None:
+            return self.cluster(zone).zone
+        if not self.clusters:
+            raise ConfigError(f"the cloud configuration {self.path} has no zone")
+        return min(self.clusters)
 
     def cluster(self, zone: str) -> Cluster:
         try:
@@ -108,6 +117,9 @@ def parse_config(data: Mapping[str, Any], path: Path) -> CloudConfig:
             for t in data.get("instance_types") or []
         }
         walrus = data["walrus"]
+        policy = str(data.get("scheduling_policy") or "roundrobin")
+        if policy not in ("roundrobin", "greedy"):
+            raise ValueError(f"scheduling_policy {policy!r} is not roundrobin or greedy")
         return CloudConfig(
             cloud_name=str(data.get("cloud_name", "cloud")),
             clusters=clusters,
@@ -116,6 +128,7 @@ def parse_config(data: Mapping[str, Any], path: Path) -> CloudConfig:
                 str(walrus["endpoint"]), str(walrus["access_key"]), str(walrus["secret_key"])
             ),
             path=path,
+            scheduling_policy=policy,
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ConfigError(

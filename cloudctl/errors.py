@@ -21,6 +21,16 @@ class InputError(CloudError):
     exit_code = 2
 
 
+class CapacityError(CloudError):
+    """The cloud has no room for what was asked (nodes full, address pool exhausted)."""
+
+    exit_code = 4
+
+
+class NotFound(InputError):
+    """A resource named by the operator does not exist."""
+
+
 class HostFailed(CloudError):
     """A task failed on a host."""
 

@@ -85,6 +85,15 @@ class PlayResult:
     def ok(self) -> bool:
         return self.status == "successful" and not self.failures
 
+    @property
+    def event_id(self) -> str:
+        """The operation's id for `cloudctl event show` (the run directory's last part)."""
+        return self.run_dir.name.rsplit("-", 1)[1]
+
+    def changes(self) -> list[TaskResult]:
+        """What changed (or, in check mode, would change), per host and task."""
+        return [r for r in read_task_results(self.artifact_dir) if r.status == "changed"]
+
     def task_results(self, task: str) -> list[TaskResult]:
         """Per-host results of the tasks named `task`, in the order they arrived."""
         return [r for r in read_task_results(self.artifact_dir) if r.task == task]

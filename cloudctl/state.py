@@ -54,6 +54,10 @@ class StateError(CloudError):
     exit_code = 1
 
 
+class PoolExhausted(StateError):
+    """Every value of an allocation pool is taken."""
+
+
 class RecordNotFound(StateError):
     """update/remove of a record that does not exist."""
 
@@ -193,7 +197,7 @@ class Transaction:
                     {"pool": pool_name, "value": value, "owner": owner_id, "created": utc_now()}
                 )
                 return candidate
-        raise StateError(f"pool {pool_name} exhausted ({len(taken)} values allocated)")
+        raise PoolExhausted(f"pool {pool_name} exhausted ({len(taken)} values allocated)")
 
     def release(self, pool_name: str, value: Any) -> bool:
         """Free a value of a pool; returns False when it was not allocated."""

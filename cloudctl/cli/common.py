@@ -13,7 +13,7 @@ import click
 
 from cloudctl.cli.output import FORMATS
 from cloudctl.config import Settings, resolve_settings
-from cloudctl.runner import PlayEvent, ProgressCallback
+from cloudctl.runner import PlayEvent, PlayResult, ProgressCallback
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -87,3 +87,19 @@ def task_progress(label: str, length: int | None) -> Iterator[ProgressCallback |
 
 def _short(text: str, width: int = 40) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def echo_check(result: PlayResult, fmt: str) -> None:
+    """What a --check run would change, one row per host and task."""
+    from cloudctl.cli.output import output_result
+
+    rows = []
+    for change in result.changes():
+        items = [
+            str(item.get("_ansible_item_label", item.get("item", "")))
+            for item in change.res.get("results") or []
+            if item.get("changed")
+        ]
+        rows.append({"host": change.host, "task": change.task, "items": ", ".join(items)})
+    output_result(rows, fmt, ["host", "task", "items"])
+    click.echo(f"Check mode: nothing was changed ({len(rows)} task(s) would change).", err=True)

@@ -10,9 +10,11 @@ import click
 
 from cloudctl.cli.common import CliContext
 from cloudctl.cli.deploy import deploy
+from cloudctl.cli.instance import instance
 from cloudctl.cli.keypair import keypair
 from cloudctl.cli.output import FORMATS
 from cloudctl.cli.service import service
+from cloudctl.cli.volume import snapshot, volume
 from cloudctl.errors import error_lines, exit_code_for
 
 
@@ -60,3 +62,6 @@ def cli(ctx: click.Context, output: str, inventory: str | None, debug: bool) -> 
 cli.add_command(deploy)
 cli.add_command(keypair)
 cli.add_command(service)
+cli.add_command(instance)
+cli.add_command(volume)
+cli.add_command(snapshot)

@@ -1,0 +1,483 @@
+"""Instances: plan (node, IP, MAC), record, run the runtime play, record the outcome.
+
+Table "instances". A record: id, reservation, launch_index, image_id, kernel_id, ramdisk_id,
+type, vcpus, memory_mb, zone, node, cc, private_ip, mac, keypair, state, reason, event
+(the short id of the operation that last changed it: `cloudctl event show`), owner fields.
+
+Pools: "mac" (cloud-wide) and "ip:<zone>" (the zone's subnet minus the CC's gateway).
+A launch records every instance `pending` and allocates its IP and MAC in ONE transaction,
+then runs playbooks/runtime/instance_run.yml once for all of them. Instances whose host or
+task failed are cleaned up on the hosts (instance_terminate.yml), end `failed` with the reason,
+and give their IP and MAC back.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import netaddr
+
+from cloudctl import images as images_service
+from cloudctl import walrus
+from cloudctl.cloudconfig import CloudConfig, get_config
+from cloudctl.config import Settings
+from cloudctl.errors import CapacityError, InputError, NotFound
+from cloudctl.identity import current_owner
+from cloudctl.ids import InstanceState, new_id, parse_id, require_transition
+from cloudctl.keypairs import TABLE as KEYPAIRS
+from cloudctl.runner import PlayResult, ProgressCallback, TaskResult, run_playbook
+from cloudctl.scheduler import free_resources, place
+from cloudctl.state import PoolExhausted, StateStore
+
+TABLE = "instances"
+SCHEDULER = "scheduler"  # one record per zone: the node that got the last instance
+MAC_POOL = "mac"
+MAC_PREFIX = "d0:0d"  # as Eucalyptus
+MAX_COUNT = 64
+MAX_USER_DATA = 16 * 1024  # EC2's limit
+URL_EXPIRY = 3600
+RUN_PLAYBOOK = "playbooks/runtime/instance_run.yml"
+TERMINATE_PLAYBOOK = "playbooks/runtime/instance_terminate.yml"
+POWER_PLAYBOOK = "playbooks/runtime/instance_power.yml"
+CONSOLE_PLAYBOOK = "playbooks/runtime/instance_console.yml"
+# Task names the service reads results of (contract with the runtime playbooks).
+TASK_START = "Start the instances"
+TASK_CACHE = "Cache the images"
+TASK_CONSOLE = "Read the console log"
+
+_S = InstanceState
+
+
+def ip_pool(zone: str) -> str:
+    return f"ip:{zone}"
+
+
+def ip_candidates(subnet: str, gateway: str) -> Iterable[netaddr.IPAddress]:
+    """Every usable address of the subnet but the gateway, lowest first."""
+    for address in netaddr.IPNetwork(subnet).iter_hosts():
+        if str(address) != gateway:
+            yield address
+
+
+def mac_candidates() -> Iterable[str]:
+    while True:
+        tail = secrets.token_bytes(4)
+        yield ":".join([MAC_PREFIX, *(f"{b:02x}" for b in tail)])
+
+
+@dataclass
+class LaunchResult:
+    instances: list[dict[str, Any]]
+    event: str
+    cache: list[dict[str, Any]] = field(default_factory=list)  # per node and image: hit/miss
+    check: PlayResult | None = None  # --check: what would change
+
+
+class Instances:
+    def __init__(
+        self,
+        settings: Settings,
+        store: StateStore | None = None,
+        config: CloudConfig | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store or StateStore(settings.state_path)
+        self._config = config
+
+    @property
+    def config(self) -> CloudConfig:
+        if self._config is None:
+            self._config = get_config(self.settings)
+        return self._config
+
+    # --- reads --------------------------------------------------------------------------
+
+    def get(self, instance_id: str) -> dict[str, Any]:
+        iid = parse_id(instance_id, "instance")
+        record = self.store.get(TABLE, iid)
+        if record is None:
+            raise NotFound(f"instance {iid} does not exist")
+        return record
+
+    def list(self, state: str | None = None, zone: str | None = None) -> list[dict[str, Any]]:
+        if state is not None and state not in {s.value for s in _S}:
+            raise InputError(f"bad state {state!r}: one of {', '.join(s.value for s in _S)}")
+        filters = {k: v for k, v in {"state": state, "zone": zone}.items() if v}
+        records = self.store.search(TABLE, **filters)
+        return sorted(records, key=lambda r: (r["created"], r.get("launch_index", 0)))
+
+    # --- run ----------------------------------------------------------------------------
+
+    def run(
+        self,
+        image_id: str,
+        type_name: str,
+        *,
+        count: int = 1,
+        zone: str | None = None,
+        keypair: str | None = None,
+        user_data: bytes | None = None,
+        check: bool = False,
+        progress: ProgressCallback | None = None,
+    ) -> LaunchResult:
+        config = self.config
+        itype = config.instance_type(type_name)
+        if not 1 <= count <= MAX_COUNT:
+            raise InputError(f"bad count {count}: must be 1 to {MAX_COUNT}")
+        zone = config.zone_or_default(zone)
+        cluster = config.cluster(zone)
+        if cluster.cc is None or not cluster.nodes:
+            raise CapacityError(f"zone {zone} has no cluster controller or no node controller")
+        user_text = _user_data_text(user_data)
+        emi = self._machine_image(image_id)
+        public_keys = [self._public_key(keypair)] if keypair else []
+
+        owner = current_owner()
+        reservation = f"r-{secrets.token_hex(4)}"
+        try:
+            with self.store.transaction() as tx:
+                table = tx.table(TABLE)
+                free = free_resources(cluster.nodes, table.all(), config.instance_types)
+                sched = tx.table(SCHEDULER).get(zone) or {}
+                nodes = place(free, itype, count, config.scheduling_policy, sched.get("last_node"))
+                records = []
+                for index, node in enumerate(nodes):
+                    iid = new_id("instance")
+                    ip = tx.allocate(
+                        ip_pool(zone), ip_candidates(cluster.subnet, cluster.gateway), iid
+                    )
+                    mac = tx.allocate(MAC_POOL, mac_candidates(), iid)
+                    records.append(
+                        table.insert(
+                            {
+                                "id": iid,
+                                "account": owner.account,
+                                "user": owner.user,
+                                "reservation": reservation,
+                                "launch_index": index,
+                                "image_id": emi["id"],
+                                "kernel_id": emi.get("kernel_id"),
+                                "ramdisk_id": emi.get("ramdisk_id"),
+                                "type": itype.name,
+                                "vcpus": itype.cpus,
+                                "memory_mb": itype.memory_mb,
+                                "disk_gb": itype.disk_gb,
+                                "zone": zone,
+                                "node": node,
+                                "cc": cluster.cc,
+                                "private_ip": str(ip),
+                                "mac": mac,
+                                "keypair": keypair,
+                                "state": _S.PENDING.value,
+                                "reason": "",
+                            }
+                        )
+                    )
+                if check:
+                    raise _Rollback(records)
+                _save_last_node(tx, zone, nodes[-1])
+        except _Rollback as planned:
+            records = planned.records
+        except PoolExhausted as exc:
+            raise CapacityError(f"zone {zone}: no free private address ({exc})") from None
+
+        extravars = self._run_vars(records, emi, public_keys, user_text)
+        hosts = sorted({cluster.cc, *(r["node"] for r in records)})
+        result = run_playbook(
+            self.settings,
+            RUN_PLAYBOOK,
+            extravars=extravars,
+            limit=",".join(hosts),
+            check=check,
+            progress=progress,
+            operation="instance-run-check" if check else "instance-run",
+        )
+        event = result.event_id
+        if check:
+            return LaunchResult(records, event, check=result)
+        return self._record_launch(records, result, event)
+
+    def _record_launch(
+        self, records: list[dict[str, Any]], result: PlayResult, event: str
+    ) -> LaunchResult:
+        started = _started_items(result)
+        failures = {f.host: f for f in result.failures}
+        ok = [r for r in records if r["id"] in started]
+        failed = [r for r in records if r["id"] not in started]
+        reasons = {}
+        for r in failed:
+            failure = failures.get(r["node"]) or failures.get(r["cc"])
+            reasons[r["id"]] = str(failure) if failure else (result.error or "launch failed")
+        if failed:
+            self._cleanup_hosts(failed)
+        with self.store.transaction() as tx:
+            table = tx.table(TABLE)
+            for r in ok:
+                table.update(r["id"], state=_S.RUNNING.value, event=event)
+            for r in failed:
+                table.update(r["id"], state=_S.FAILED.value, reason=reasons[r["id"]], event=event)
+                _release(tx, r)
+            final = [table.get(r["id"]) for r in records]
+        cache = [
+            {
+                "node": t.host,
+                "sha256": t.res.get("item", {}).get("sha256", ""),
+                "hit": bool(t.res.get("hit")),
+            }
+            for t in _item_results(result, TASK_CACHE)
+        ]
+        if failed and not ok:
+            result.raise_for_failures()
+        return LaunchResult(final, event, cache)
+
+    def _cleanup_hosts(self, records: list[dict[str, Any]]) -> None:
+        """Remove whatever a failed launch left on the hosts (best effort)."""
+        hosts = sorted({h for r in records for h in (r["node"], r["cc"])})
+        run_playbook(
+            self.settings,
+            TERMINATE_PLAYBOOK,
+            extravars={"cloud_instances": [_host_view(r) for r in records]},
+            limit=",".join(hosts),
+            operation="instance-cleanup",
+        )
+
+    def _run_vars(
+        self,
+        records: list[dict[str, Any]],
+        emi: Mapping[str, Any],
+        public_keys: list[str],
+        user_data: str,
+    ) -> dict[str, Any]:
+        parts = {"image": emi}
+        for kind, key in (("kernel", "kernel_id"), ("ramdisk", "ramdisk_id")):
+            if emi.get(key):
+                parts[kind] = self._image(emi[key])
+        client = walrus.client(self.config.walrus)
+        files = [
+            {
+                "role": kind,
+                "sha256": img["sha256"],
+                "size": img["size"],
+                "url": walrus.presigned_get(client, walrus.IMAGES, img["sha256"], URL_EXPIRY),
+            }
+            for kind, img in parts.items()
+        ]
+        nodes: dict[str, dict[str, Any]] = {}
+        for r in records:
+            node = nodes.setdefault(r["node"], {"images": files, "instances": []})
+            node["instances"].append(
+                {
+                    **_host_view(r),
+                    "vcpus": r["vcpus"],
+                    "memory_mb": r["memory_mb"],
+                    "disk_gb": r["disk_gb"],
+                    "image_sha256": emi["sha256"],
+                    "image_format": emi.get("format", "raw"),
+                    "kernel_sha256": parts["kernel"]["sha256"] if "kernel" in parts else "",
+                    "ramdisk_sha256": parts["ramdisk"]["sha256"] if "ramdisk" in parts else "",
+                    "public_keys": public_keys,
+                    "user_data": user_data,
+                }
+            )
+        return {"cloud_nodes": nodes, "cloud_instances": [_host_view(r) for r in records]}
+
+    def _machine_image(self, image_id: str) -> dict[str, Any]:
+        emi = self._image(parse_id(image_id, "image"))
+        if emi.get("state", "available") != "available":
+            raise InputError(f"image {emi['id']} is {emi['state']}")
+        return emi
+
+    def _image(self, image_id: str) -> dict[str, Any]:
+        record = self.store.get(images_service.TABLE, image_id)
+        if record is None:
+            raise NotFound(f"image {image_id} does not exist")
+        return record
+
+    def _public_key(self, name: str) -> str:
+        record = self.store.get(KEYPAIRS, name)
+        if record is None:
+            raise NotFound(f"key pair {name!r} does not exist")
+        return record["public_key"]
+
+    # --- terminate, stop, start, reboot, console ----------------------------------------
+
+    def terminate(
+        self, instance_ids: Iterable[str], progress: ProgressCallback | None = None
+    ) -> list[dict[str, Any]]:
+        ids = [parse_id(i, "instance") for i in instance_ids]
+        with self.store.transaction() as tx:
+            table = tx.table(TABLE)
+            records = []
+            for iid in ids:
+                record = table.get(iid)
+                if record is None:
+                    raise NotFound(f"instance {iid} does not exist")
+                if record["state"] == _S.TERMINATED:
+                    continue
+                require_transition("instance", record["state"], _S.SHUTTING_DOWN, iid)
+                records.append(table.update(iid, state=_S.SHUTTING_DOWN.value))
+            volumes = [
+                v
+                for v in tx.table("volumes").all()
+                if (v.get("attachment") or {}).get("instance") in {r["id"] for r in records}
+            ]
+        if not records:
+            return [self.get(i) for i in ids]
+        by_instance: dict[str, list[dict[str, Any]]] = {}
+        for v in volumes:
+            by_instance.setdefault(v["attachment"]["instance"], []).append(
+                {"volume": v["id"], "node": v["attachment"]["node"]}
+            )
+        views = [{**_host_view(r), "volumes": by_instance.get(r["id"], [])} for r in records]
+        hosts = sorted({h for r in records for h in (r["node"], r["cc"])})
+        result = run_playbook(
+            self.settings,
+            TERMINATE_PLAYBOOK,
+            extravars={"cloud_instances": views},
+            limit=",".join(hosts),
+            progress=progress,
+            operation="instance-terminate",
+        )
+        event = result.event_id
+        failed_hosts = {f.host: f for f in result.failures}
+        with self.store.transaction() as tx:
+            table = tx.table(TABLE)
+            for r in records:
+                failure = failed_hosts.get(r["node"]) or failed_hosts.get(r["cc"])
+                if failure:  # still shutting-down: terminate again once the host is back
+                    table.update(r["id"], reason=str(failure), event=event)
+                    continue
+                table.update(r["id"], state=_S.TERMINATED.value, reason="", event=event)
+                _release(tx, r)
+                for v in by_instance.get(r["id"], []):
+                    tx.table("volumes").update(v["volume"], state="available", attachment=None)
+        result.raise_for_failures()
+        return [self.get(i) for i in ids]
+
+    def power(
+        self, instance_ids: Iterable[str], action: str, progress: ProgressCallback | None = None
+    ) -> list[dict[str, Any]]:
+        """stop, start or reboot instances (EC2's StopInstances, StartInstances, Reboot...)."""
+        wanted = {"stop": _S.STOPPING, "start": _S.PENDING, "reboot": None}[action]
+        ids = [parse_id(i, "instance") for i in instance_ids]
+        records = [self.get(i) for i in ids]
+        for r in records:
+            if action == "reboot":
+                if r["state"] != _S.RUNNING:
+                    raise InputError(f"instance {r['id']} is {r['state']}: cannot reboot")
+            else:
+                require_transition("instance", r["state"], wanted, r["id"])
+        module_state = {"stop": "stopped", "start": "running", "reboot": "rebooted"}[action]
+        if wanted is not None:
+            with self.store.transaction() as tx:
+                for r in records:
+                    tx.table(TABLE).update(r["id"], state=wanted.value)
+        result = run_playbook(
+            self.settings,
+            POWER_PLAYBOOK,
+            extravars={
+                "cloud_instances": [_host_view(r) for r in records],
+                "cloud_power_state": module_state,
+            },
+            limit=",".join(sorted({r["node"] for r in records})),
+            progress=progress,
+            operation=f"instance-{action}",
+        )
+        event = result.event_id
+        failed_hosts = {f.host: f for f in result.failures}
+        done = {"stop": _S.STOPPED, "start": _S.RUNNING, "reboot": _S.RUNNING}[action]
+        with self.store.transaction() as tx:
+            for r in records:
+                failure = failed_hosts.get(r["node"])
+                if failure:  # back to where it was, with the reason
+                    tx.table(TABLE).update(r["id"], state=r["state"], reason=str(failure))
+                else:
+                    tx.table(TABLE).update(r["id"], state=done.value, reason="", event=event)
+        result.raise_for_failures()
+        return [self.get(i) for i in ids]
+
+    def console(self, instance_id: str) -> str:
+        record = self.get(instance_id)
+        if record["state"] in (_S.TERMINATED, _S.FAILED):
+            raise InputError(f"instance {record['id']} is {record['state']}: no console")
+        result = run_playbook(
+            self.settings,
+            CONSOLE_PLAYBOOK,
+            extravars={"cloud_instance": _host_view(record)},
+            limit=record["node"],
+            operation="instance-console",
+        )
+        result.raise_for_failures()
+        for task in result.task_results(TASK_CONSOLE):
+            if task.res.get("content"):
+                return base64.b64decode(task.res["content"]).decode("utf-8", "replace")
+        return ""
+
+
+class _Rollback(Exception):
+    """Leaves a transaction without committing (check mode plans but records nothing)."""
+
+    def __init__(self, records: list[dict[str, Any]]) -> None:
+        self.records = records
+        super().__init__("check mode")
+
+
+def _user_data_text(user_data: bytes | None) -> str:
+    if not user_data:
+        return ""
+    if len(user_data) > MAX_USER_DATA:
+        raise InputError(f"user data is {len(user_data)} bytes: at most {MAX_USER_DATA}")
+    try:
+        return user_data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError("user data must be UTF-8 text") from None
+
+
+def _host_view(record: Mapping[str, Any]) -> dict[str, Any]:
+    """What the runtime playbooks need to know of an instance."""
+    return {
+        "name": record["id"],
+        "hostname": record["id"],
+        "node": record["node"],
+        "cc": record["cc"],
+        "zone": record["zone"],
+        "mac": record["mac"],
+        "ip": record["private_ip"],
+    }
+
+
+def _save_last_node(tx, zone: str, node: str) -> None:
+    sched = tx.table(SCHEDULER)
+    owner = current_owner()
+    if sched.get(zone) is None:
+        sched.insert({"id": zone, "account": owner.account, "user": owner.user, "last_node": node})
+    else:
+        sched.update(zone, last_node=node)
+
+
+def _release(tx, record: Mapping[str, Any]) -> None:
+    tx.release(ip_pool(record["zone"]), record["private_ip"])
+    tx.release(MAC_POOL, record["mac"])
+
+
+def _item_results(result: PlayResult, task: str):
+    """One TaskResult per loop item of a task (the item's own result as `res`)."""
+    for t in result.task_results(task):
+        for item in t.res.get("results") or []:
+            status = (
+                "failed" if item.get("failed") else ("changed" if item.get("changed") else "ok")
+            )
+            yield TaskResult(t.host, t.task, status, item)
+
+
+def _started_items(result: PlayResult) -> set[str]:
+    """Ids of the instances whose start task succeeded."""
+    return {
+        t.res["item"]["name"]
+        for t in _item_results(result, TASK_START)
+        if t.status != "failed" and isinstance(t.res.get("item"), Mapping)
+    }

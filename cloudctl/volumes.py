@@ -1,0 +1,420 @@
+"""Volumes (EBS-style block storage on the SC, attached to instances over iSCSI) and snapshots.
+
+Table "volumes": id, size_gb, zone, sc, state, reason, snapshot_id, iqn, lun, portal
+{address, port}, chap_user, chap_secret (the state file is 0600), attachment {instance,
+node, device, state} or None, event, owner fields.
+Table "snapshots": id, volume_id, size_gb, size_bytes, compressed_bytes, sha256, state,
+reason, event, owner fields. A snapshot is the gzip'd raw volume in the Walrus `snapshots`
+bucket under its id, uploaded by the SC through presigned multipart URLs.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import string
+from collections.abc import Mapping
+from typing import Any
+
+from cloudctl import walrus
+from cloudctl.cloudconfig import CloudConfig, get_config
+from cloudctl.config import Settings
+from cloudctl.errors import CapacityError, InputError, NotFound
+from cloudctl.identity import current_owner
+from cloudctl.ids import AttachmentState, SnapshotState, VolumeState, new_id, parse_id
+from cloudctl.instances import TABLE as INSTANCES
+from cloudctl.runner import PlayResult, ProgressCallback, run_playbook
+from cloudctl.state import StateStore
+
+TABLE = "volumes"
+SNAPSHOTS = "snapshots"
+MAX_SIZE_GB = 1024
+PART_SIZE_MB = 64
+URL_EXPIRY = 3600
+DEVICE_NAMES = tuple(f"vd{c}" for c in string.ascii_lowercase[1:])  # vdb .. vdz
+CREATE_PLAYBOOK = "playbooks/runtime/volume_create.yml"
+DELETE_PLAYBOOK = "playbooks/runtime/volume_delete.yml"
+ATTACH_PLAYBOOK = "playbooks/runtime/volume_attach.yml"
+DETACH_PLAYBOOK = "playbooks/runtime/volume_detach.yml"
+SNAPSHOT_PLAYBOOK = "playbooks/runtime/snapshot_create.yml"
+TASK_EXPORT = "Export the volume"
+TASK_ATTACH = "Attach the volume"
+TASK_UPLOAD = "Upload the snapshot"
+
+_V, _A, _S = VolumeState, AttachmentState, SnapshotState
+
+
+class Volumes:
+    def __init__(
+        self,
+        settings: Settings,
+        store: StateStore | None = None,
+        config: CloudConfig | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store or StateStore(settings.state_path)
+        self._config = config
+
+    @property
+    def config(self) -> CloudConfig:
+        if self._config is None:
+            self._config = get_config(self.settings)
+        return self._config
+
+    # --- reads --------------------------------------------------------------------------
+
+    def get(self, volume_id: str) -> dict[str, Any]:
+        vid = parse_id(volume_id, "volume")
+        record = self.store.get(TABLE, vid)
+        if record is None:
+            raise NotFound(f"volume {vid} does not exist")
+        return record
+
+    def list(self, state: str | None = None, zone: str | None = None) -> list[dict[str, Any]]:
+        filters = {k: v for k, v in {"state": state, "zone": zone}.items() if v}
+        return sorted(self.store.search(TABLE, **filters), key=lambda r: r["created"])
+
+    def get_snapshot(self, snapshot_id: str) -> dict[str, Any]:
+        sid = parse_id(snapshot_id, "snapshot")
+        record = self.store.get(SNAPSHOTS, sid)
+        if record is None:
+            raise NotFound(f"snapshot {sid} does not exist")
+        return record
+
+    def list_snapshots(self) -> list[dict[str, Any]]:
+        return sorted(self.store.all(SNAPSHOTS), key=lambda r: r["created"])
+
+    # --- create / delete ----------------------------------------------------------------
+
+    def create(
+        self,
+        size_gb: int | None,
+        zone: str | None = None,
+        snapshot_id: str | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> dict[str, Any]:
+        snapshot = self.get_snapshot(snapshot_id) if snapshot_id else None
+        if snapshot is not None and snapshot["state"] != _S.COMPLETED:
+            raise InputError(f"snapshot {snapshot['id']} is {snapshot['state']}")
+        if size_gb is None:
+            if snapshot is None:
+                raise InputError("give --size or --snapshot")
+            size_gb = snapshot["size_gb"]
+        if not 1 <= size_gb <= MAX_SIZE_GB:
+            raise InputError(f"bad size {size_gb} GiB: must be 1 to {MAX_SIZE_GB}")
+        if snapshot is not None and size_gb < snapshot["size_gb"]:
+            raise InputError(
+                f"size {size_gb} GiB is smaller than snapshot {snapshot['id']} "
+                f"({snapshot['size_gb']} GiB)"
+            )
+        zone = self.config.zone_or_default(zone)
+        cluster = self.config.cluster(zone)
+        if not cluster.sc:
+            raise CapacityError(f"zone {zone} has no storage controller")
+        owner = current_owner()
+        vid = new_id("volume")
+        record = {
+            "id": vid,
+            "account": owner.account,
+            "user": owner.user,
+            "size_gb": size_gb,
+            "zone": zone,
+            "sc": cluster.sc[0],
+            "state": _V.CREATING.value,
+            "reason": "",
+            "snapshot_id": snapshot["id"] if snapshot else None,
+            "chap_user": vid,
+            "chap_secret": _chap_secret(),
+            "attachment": None,
+        }
+        with self.store.transaction() as tx:
+            tx.table(TABLE).insert(record)
+        extravars: dict[str, Any] = {"cloud_volume": _sc_view(record)}
+        if snapshot is not None:
+            client = walrus.client(self.config.walrus)
+            extravars["cloud_volume"]["source_url"] = walrus.presigned_get(
+                client, walrus.SNAPSHOTS, snapshot["id"], URL_EXPIRY
+            )
+            extravars["cloud_volume"]["source_size"] = snapshot["size_bytes"]
+        result = self._play(CREATE_PLAYBOOK, extravars, record["sc"], "volume-create", progress)
+        export = _first_res(result, TASK_EXPORT)
+        with self.store.transaction() as tx:
+            if not result.ok or export is None:
+                tx.table(TABLE).update(
+                    vid, state=_V.ERROR.value, reason=_reason(result), event=result.event_id
+                )
+            else:
+                tx.table(TABLE).update(
+                    vid,
+                    state=_V.AVAILABLE.value,
+                    iqn=export["iqn"],
+                    lun=export.get("lun", 1),
+                    portal=export["portal"],
+                    event=result.event_id,
+                )
+        result.raise_for_failures()
+        return self.get(vid)
+
+    def delete(self, volume_id: str, progress: ProgressCallback | None = None) -> dict[str, Any]:
+        with self.store.transaction() as tx:
+            record = _get(tx, TABLE, parse_id(volume_id, "volume"), "volume")
+            if record["state"] == _V.IN_USE or record.get("attachment"):
+                instance = (record.get("attachment") or {}).get("instance", "an instance")
+                raise InputError(
+                    f"volume {record['id']} is attached to {instance}: detach it first"
+                )
+            if record["state"] == _V.DELETED:
+                return record
+            if record["state"] not in (_V.AVAILABLE, _V.ERROR):
+                raise InputError(f"volume {record['id']} is {record['state']}: cannot delete")
+            tx.table(TABLE).update(record["id"], state=_V.DELETING.value)
+        result = self._play(
+            DELETE_PLAYBOOK,
+            {"cloud_volume": _sc_view(record)},
+            record["sc"],
+            "volume-delete",
+            progress,
+        )
+        with self.store.transaction() as tx:
+            if result.ok:
+                tx.table(TABLE).update(
+                    record["id"], state=_V.DELETED.value, reason="", event=result.event_id
+                )
+            else:
+                tx.table(TABLE).update(
+                    record["id"],
+                    state=_V.ERROR.value,
+                    reason=_reason(result),
+                    event=result.event_id,
+                )
+        result.raise_for_failures()
+        return self.get(record["id"])
+
+    # --- attach / detach ----------------------------------------------------------------
+
+    def attach(
+        self,
+        volume_id: str,
+        instance_id: str,
+        device: str | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> dict[str, Any]:
+        if device is not None and device not in DEVICE_NAMES:
+            raise InputError(f"bad device {device!r}: one of vdb .. vdz")
+        with self.store.transaction() as tx:
+            volume = _get(tx, TABLE, parse_id(volume_id, "volume"), "volume")
+            instance = _get(tx, INSTANCES, parse_id(instance_id, "instance"), "instance")
+            if volume["state"] != _V.AVAILABLE:
+                raise InputError(f"volume {volume['id']} is {volume['state']}: cannot attach")
+            if instance["state"] not in ("running", "stopped"):
+                raise InputError(f"instance {instance['id']} is {instance['state']}: cannot attach")
+            if volume["zone"] != instance["zone"]:
+                raise InputError(
+                    f"volume {volume['id']} is in zone {volume['zone']}, instance "
+                    f"{instance['id']} in zone {instance['zone']}: a volume attaches only "
+                    "within its zone"
+                )
+            used = {
+                (v.get("attachment") or {}).get("device")
+                for v in tx.table(TABLE).all()
+                if (v.get("attachment") or {}).get("instance") == instance["id"]
+            }
+            if device in used:
+                raise InputError(f"device {device} of {instance['id']} is taken")
+            device = device or next((d for d in DEVICE_NAMES if d not in used), None)
+            if device is None:
+                raise CapacityError(f"instance {instance['id']} has no free device name")
+            attachment = {
+                "instance": instance["id"],
+                "node": instance["node"],
+                "device": device,
+                "state": _A.ATTACHING.value,
+            }
+            tx.table(TABLE).update(volume["id"], state=_V.IN_USE.value, attachment=attachment)
+        extravars = {"cloud_volume": {**_sc_view(volume), **_nc_view(volume, attachment)}}
+        result = self._play(ATTACH_PLAYBOOK, extravars, instance["node"], "volume-attach", progress)
+        attached = _first_res(result, TASK_ATTACH)
+        with self.store.transaction() as tx:
+            if result.ok and attached is not None:
+                attachment = {**attachment, "state": _A.ATTACHED.value}
+                tx.table(TABLE).update(
+                    volume["id"], attachment=attachment, reason="", event=result.event_id
+                )
+            else:  # the module leaves nothing attached when it fails
+                tx.table(TABLE).update(
+                    volume["id"],
+                    state=_V.AVAILABLE.value,
+                    attachment=None,
+                    reason=_reason(result),
+                    event=result.event_id,
+                )
+        result.raise_for_failures()
+        return self.get(volume["id"])
+
+    def detach(self, volume_id: str, progress: ProgressCallback | None = None) -> dict[str, Any]:
+        with self.store.transaction() as tx:
+            volume = _get(tx, TABLE, parse_id(volume_id, "volume"), "volume")
+            attachment = volume.get("attachment")
+            if not attachment:
+                raise InputError(f"volume {volume['id']} is not attached")
+            tx.table(TABLE).update(
+                volume["id"], attachment={**attachment, "state": _A.DETACHING.value}
+            )
+        extravars = {"cloud_volume": {**_sc_view(volume), **_nc_view(volume, attachment)}}
+        result = self._play(
+            DETACH_PLAYBOOK, extravars, attachment["node"], "volume-detach", progress
+        )
+        with self.store.transaction() as tx:
+            if result.ok:
+                tx.table(TABLE).update(
+                    volume["id"],
+                    state=_V.AVAILABLE.value,
+                    attachment=None,
+                    reason="",
+                    event=result.event_id,
+                )
+            else:
+                tx.table(TABLE).update(
+                    volume["id"],
+                    attachment={**attachment, "state": _A.ATTACHED.value},
+                    reason=_reason(result),
+                    event=result.event_id,
+                )
+        result.raise_for_failures()
+        return self.get(volume["id"])
+
+    # --- snapshots ----------------------------------------------------------------------
+
+    def snapshot(self, volume_id: str, progress: ProgressCallback | None = None) -> dict[str, Any]:
+        volume = self.get(volume_id)
+        if volume["state"] not in (_V.AVAILABLE, _V.IN_USE):
+            raise InputError(f"volume {volume['id']} is {volume['state']}: cannot snapshot")
+        owner = current_owner()
+        sid = new_id("snapshot")
+        with self.store.transaction() as tx:
+            tx.table(SNAPSHOTS).insert(
+                {
+                    "id": sid,
+                    "account": owner.account,
+                    "user": owner.user,
+                    "volume_id": volume["id"],
+                    "size_gb": volume["size_gb"],
+                    "state": _S.PENDING.value,
+                    "reason": "",
+                }
+            )
+        client = walrus.client(self.config.walrus)
+        # gzip of raw data can be slightly bigger than the data: one spare part.
+        parts = math.ceil(volume["size_gb"] * 1024 / PART_SIZE_MB) + 1
+        upload_id = walrus.start_multipart(client, walrus.SNAPSHOTS, sid)
+        urls = walrus.presigned_part_urls(
+            client, walrus.SNAPSHOTS, sid, upload_id, parts, URL_EXPIRY
+        )
+        extravars = {
+            "cloud_volume": _sc_view(volume),
+            "cloud_part_urls": urls,
+            "cloud_part_size_mb": PART_SIZE_MB,
+        }
+        result = self._play(SNAPSHOT_PLAYBOOK, extravars, volume["sc"], "snapshot-create", progress)
+        upload = _first_res(result, TASK_UPLOAD)
+        error = ""
+        if result.ok and upload is not None:
+            try:
+                walrus.complete_multipart(client, walrus.SNAPSHOTS, sid, upload_id, upload["parts"])
+            except Exception as exc:  # noqa: BLE001 (recorded as the snapshot's reason)
+                error = f"completing the upload failed: {exc}"
+        else:
+            error = _reason(result)
+        if error:
+            walrus.abort_multipart(client, walrus.SNAPSHOTS, sid, upload_id)
+        with self.store.transaction() as tx:
+            if error:
+                tx.table(SNAPSHOTS).update(
+                    sid, state=_S.ERROR.value, reason=error, event=result.event_id
+                )
+            else:
+                tx.table(SNAPSHOTS).update(
+                    sid,
+                    state=_S.COMPLETED.value,
+                    size_bytes=upload["size_bytes"],
+                    compressed_bytes=upload["compressed_bytes"],
+                    sha256=upload["sha256"],
+                    event=result.event_id,
+                )
+        result.raise_for_failures()
+        if error:
+            raise InputError(f"snapshot {sid}: {error}")
+        return self.get_snapshot(sid)
+
+    def delete_snapshot(self, snapshot_id: str) -> dict[str, Any]:
+        record = self.get_snapshot(snapshot_id)
+        if record["state"] == _S.COMPLETED:
+            walrus.delete_object(walrus.client(self.config.walrus), walrus.SNAPSHOTS, record["id"])
+        with self.store.transaction() as tx:
+            return tx.table(SNAPSHOTS).remove(record["id"])
+
+    # --- internals ----------------------------------------------------------------------
+
+    def _play(
+        self,
+        playbook: str,
+        extravars: Mapping[str, Any],
+        host: str,
+        operation: str,
+        progress: ProgressCallback | None,
+    ) -> PlayResult:
+        return run_playbook(
+            self.settings,
+            playbook,
+            extravars=extravars,
+            limit=host,
+            progress=progress,
+            operation=operation,
+        )
+
+
+def _chap_secret() -> str:
+    # 16 characters: the longest CHAP secret every initiator accepts (12..16).
+    alphabet = string.ascii_letters + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(16))
+
+
+def _sc_view(volume: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "name": volume["id"],
+        "sc": volume["sc"],
+        "size_gb": volume["size_gb"],
+        "chap_user": volume["chap_user"],
+        "chap_secret": volume["chap_secret"],
+    }
+
+
+def _nc_view(volume: Mapping[str, Any], attachment: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "instance": attachment["instance"],
+        "node": attachment["node"],
+        "device": attachment["device"],
+        "iqn": volume.get("iqn"),
+        "lun": volume.get("lun", 1),
+        "portal": volume.get("portal"),
+    }
+
+
+def _get(tx, table: str, record_id: str, label: str) -> dict[str, Any]:
+    record = tx.table(table).get(record_id)
+    if record is None:
+        raise NotFound(f"{label} {record_id} does not exist")
+    return record
+
+
+def _first_res(result: PlayResult, task: str) -> dict[str, Any] | None:
+    for t in result.task_results(task):
+        if t.status in ("ok", "changed"):
+            return t.res
+    return None
+
+
+def _reason(result: PlayResult) -> str:
+    if result.failures:
+        return "; ".join(str(f) for f in result.failures)
+    return result.error or f"the play ended {result.status}"
