@@ -1,0 +1,219 @@
+"""End to end: the runtime of a cloud-in-a-box on a namespaced lab host, with real guests.
+
+Deploy, register the tiny test image (kernel + ramdisk + a blank root disk), create a key
+pair, launch 2 instances in one `--count 2` command, reach both over SSH (paramiko, through
+the lab host as a jump host: the instance network lives inside the lab host's namespace),
+move a volume with a marker between them, snapshot it and restore it, then terminate and
+delete everything and check that nothing leaked on the host or in the state.
+The tests of this file run in order and share the cloud.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import paramiko
+import pytest
+
+from tests.conftest import PROJECT, labhost
+
+pytestmark = pytest.mark.integration
+HOST = "rt-ciab"
+SSH_DEADLINE = 300  # seconds for a TCG guest to boot, DHCP and start dropbear
+MARKER = "cloud-marker-7f3a"
+
+
+class Cloud:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.inventory = workdir / "inventory"
+        self.home = workdir / "cloudctl-home"
+        self.info: dict = {}
+        self.ids: dict = {}
+
+    def cloudctl(self, *args: str, timeout: int = 1800, ok: bool = True):
+        env = dict(os.environ, CLOUDCTL_HOME=str(self.home))
+        env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+        env.pop("CLOUDCTL_CONFIG", None)
+        proc = subprocess.run(
+            [str(Path(sys.executable).parent / "cloudctl"), "--inventory", str(self.inventory),
+             *args],
+            capture_output=True, text=True, env=env, timeout=timeout, check=False,
+        )  # fmt: skip
+        if ok:
+            assert proc.returncode == 0, f"cloudctl {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
+            assert "Traceback" not in proc.stderr
+        return proc
+
+    def json(self, *args: str):
+        return json.loads(self.cloudctl("-o", "json", *args).stdout)
+
+    def in_host(self, *command: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["nsenter", "-t", str(self.info["sshd_pid"]), "-m", "-u", "-n", "--", *command],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+
+    def guest(self, ip: str, command: str, deadline_s: float = SSH_DEADLINE) -> str:
+        """Run a command in a guest over SSH with the key pair; retry until the deadline."""
+        deadline = time.monotonic() + deadline_s
+        last = None
+        while time.monotonic() < deadline:
+            try:
+                return guest_ssh(self.info, ip, self.workdir / "k1.pem", command)
+            except (OSError, paramiko.SSHException, EOFError) as exc:
+                last = exc
+                time.sleep(2)  # poll interval, not a wait for an outcome
+        pytest.fail(f"no SSH to {ip} within {deadline_s}s: {last!r}")
+
+
+def guest_ssh(info: dict, ip: str, key: Path, command: str) -> str:
+    jump = paramiko.SSHClient()
+    jump.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+    jump.connect(info["address"], username="root", key_filename=info["key"], timeout=20,
+                 allow_agent=False, look_for_keys=False)  # fmt: skip
+    try:
+        channel = jump.get_transport().open_channel("direct-tcpip", (ip, 22), ("127.0.0.1", 0))
+        guest = paramiko.SSHClient()
+        guest.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+        guest.connect(ip, username="root", pkey=paramiko.Ed25519Key.from_private_key_file(
+            str(key)), sock=channel, timeout=20, banner_timeout=20, auth_timeout=20,
+            allow_agent=False, look_for_keys=False)  # fmt: skip
+        try:
+            _, stdout, stderr = guest.exec_command(command, timeout=60)
+            out = stdout.read().decode()
+            if stdout.channel.recv_exit_status() != 0:
+                raise paramiko.SSHException(f"{command!r} failed: {stderr.read().decode()}")
+            return out
+        finally:
+            guest.close()
+    finally:
+        jump.close()
+
+
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory):
+    labhost.destroy(HOST)
+    info = labhost.create(HOST)
+    c = Cloud(tmp_path_factory.mktemp("runtime"))
+    c.info = info
+    labhost.write_inventory([HOST], PROJECT / "inventory" / "ciab", c.inventory)
+    hosts_file = c.inventory / "hosts.yml"
+    hosts_file.write_text(hosts_file.read_text().replace("ciab:", f"{HOST}:"))
+    subprocess.run([sys.executable, str(PROJECT / "scripts" / "build-test-image.py")], check=True)
+    image_dir = PROJECT / ".cache" / "test-image"
+    c.kernel, c.ramdisk = image_dir / "vmlinuz", image_dir / "initrd.img"
+    for name, fmt, size in (("root.qcow2", "qcow2", "64M"), ("root2.raw", "raw", "32M")):
+        subprocess.run(["qemu-img", "create", "-q", "-f", fmt, str(c.workdir / name), size],
+                       check=True)  # fmt: skip
+    try:
+        yield c
+    finally:
+        labhost.destroy(HOST)
+
+
+def test_deploy_and_register(cloud):
+    cloud.cloudctl("deploy")
+    cloud.cloudctl("keypair", "create", "k1", "--output-file", str(cloud.workdir / "k1.pem"))
+    image = cloud.json("image", "register", "tiny", "--file", str(cloud.workdir / "root.qcow2"),
+                       "--kernel", str(cloud.kernel), "--ramdisk", str(cloud.ramdisk))  # fmt: skip
+    record = image[0] if isinstance(image, list) else image
+    assert record["id"].startswith("emi-") and record["kernel_id"].startswith("eki-")
+    cloud.ids["emi"] = record["id"]
+
+
+def test_run_two_instances_in_one_command_and_ssh(cloud):
+    instances = cloud.json("instance", "run", "--image", cloud.ids["emi"], "--count", "2",
+                           "--keypair", "k1")  # fmt: skip
+    assert len(instances) == 2
+    assert {i["state"] for i in instances} == {"running"}
+    assert len({i["reservation"] for i in cloud.json("instance", "list")}) == 1  # one launch
+    runs = [e for e in cloud.json("event", "list") if e["operation"] == "instance-run"]
+    assert len(runs) == 1  # ONE play for both
+    cloud.ids["instances"] = [(i["id"], i["private_ip"]) for i in instances]
+    for iid, ip in cloud.ids["instances"]:
+        out = cloud.guest(ip, "hostname; ip -4 -o addr show eth0")
+        hostname, addr = out.splitlines()[0], out
+        assert hostname == iid
+        assert f"inet {ip}/" in addr  # the reserved address, by DHCP
+
+
+def test_volume_moves_between_instances_with_its_data(cloud):
+    (i1, ip1), (i2, ip2) = cloud.ids["instances"]
+    vol = cloud.json("volume", "create", "--size", "1")[0]
+    assert vol["state"] == "available"
+    vid = vol["id"]
+    cloud.ids["volumes"] = [vid]
+    link = f"/dev/disk/by-id/virtio-{vid}"
+    wait_link = f"i=0; while [ ! -e {link} ] && [ $i -lt 60 ]; do sleep 1; i=$((i+1)); done; "
+
+    attached = cloud.json("volume", "attach", vid, "--instance", i1)[0]
+    assert attached["state"] == "in-use" and attached["instance"] == i1
+    cloud.guest(ip1, wait_link + f"printf '{MARKER}\\n' > {link} && sync")
+    cloud.json("volume", "detach", vid)
+    cloud.json("volume", "attach", vid, "--instance", i2)
+    assert cloud.guest(ip2, wait_link + f"head -c {len(MARKER)} {link}") == MARKER
+
+    # Deleting an attached volume is refused and changes nothing.
+    refused = cloud.cloudctl("volume", "delete", vid, ok=False)
+    assert refused.returncode != 0 and "attached" in refused.stderr
+    assert cloud.json("volume", "show", vid)[0]["state"] == "in-use"
+
+
+def test_snapshot_restores_the_marker(cloud):
+    (_, _), (i2, ip2) = cloud.ids["instances"]
+    vid = cloud.ids["volumes"][0]
+    snap = cloud.json("snapshot", "create", vid)[0]
+    assert snap["state"] == "completed"
+    cloud.ids["snapshot"] = snap["id"]
+    restored = cloud.json("volume", "create", "--snapshot", snap["id"])[0]
+    assert restored["state"] == "available" and restored["size_gb"] == 1
+    cloud.ids["volumes"].append(restored["id"])
+    cloud.json("volume", "attach", restored["id"], "--instance", i2)
+    link = f"/dev/disk/by-id/virtio-{restored['id']}"
+    wait_link = f"i=0; while [ ! -e {link} ] && [ $i -lt 60 ]; do sleep 1; i=$((i+1)); done; "
+    assert cloud.guest(ip2, wait_link + f"head -c {len(MARKER)} {link}") == MARKER
+
+
+def test_second_image_is_downloaded_once(cloud):
+    image = cloud.json("image", "register", "tiny2", "--file", str(cloud.workdir / "root2.raw"),
+                       "--kernel", str(cloud.kernel), "--ramdisk", str(cloud.ramdisk))  # fmt: skip
+    record = image[0] if isinstance(image, list) else image
+    sha12 = record["sha256"][:12]
+    first = cloud.cloudctl("instance", "run", "--image", record["id"])
+    assert f"image {sha12} on {HOST}: downloaded" in first.stderr
+    second = cloud.cloudctl("instance", "run", "--image", record["id"])
+    assert f"image {sha12} on {HOST}: cache hit" in second.stderr
+
+
+def test_terminate_and_delete_everything_leaves_nothing(cloud):
+    for vid in cloud.ids["volumes"]:
+        if cloud.json("volume", "show", vid)[0]["state"] == "in-use":
+            cloud.json("volume", "detach", vid)
+        cloud.json("volume", "delete", vid)
+    cloud.cloudctl("snapshot", "delete", cloud.ids["snapshot"])
+    live = [i["id"] for i in cloud.json("instance", "list") if i["state"] != "terminated"]
+    terminated = cloud.json("instance", "terminate", *live)
+    assert {i["state"] for i in terminated} == {"terminated"}
+
+    domains = cloud.in_host("virsh", "-c", "qemu:///system", "list", "--all", "--name")
+    assert domains.returncode == 0 and not domains.stdout.strip(), domains.stdout
+    targets = cloud.in_host("tgtadm", "--lld", "iscsi", "--mode", "target", "--op", "show")
+    assert targets.returncode == 0 and not targets.stdout.strip(), targets.stdout
+    secrets = cloud.in_host("virsh", "-c", "qemu:///system", "secret-list")
+    assert "vol-" not in secrets.stdout
+    reservations = cloud.in_host("sh", "-c", "ls -A /etc/cloud/cc/*/hosts")
+    assert reservations.returncode == 0 and not reservations.stdout.strip(), reservations.stdout
+    overlays = cloud.in_host("sh", "-c", "ls -A /var/lib/cloud/nc/instances")
+    assert not overlays.stdout.strip(), overlays.stdout
+    volumes = cloud.in_host("sh", "-c", "ls -A /var/lib/cloud/sc/volumes")
+    assert not volumes.stdout.strip(), volumes.stdout
+
+    state = json.loads((cloud.home / "state.json").read_text())
+    allocations = [a for a in state.get("_allocations", {}).values()]
+    assert allocations == [], allocations
