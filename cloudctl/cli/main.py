@@ -10,6 +10,8 @@ import click
 
 from cloudctl.cli.common import CliContext
 from cloudctl.cli.deploy import deploy
+from cloudctl.cli.event import event
+from cloudctl.cli.image import image
 from cloudctl.cli.instance import instance
 from cloudctl.cli.keypair import keypair
 from cloudctl.cli.output import FORMATS
@@ -65,3 +67,5 @@ cli.add_command(service)
 cli.add_command(instance)
 cli.add_command(volume)
 cli.add_command(snapshot)
+cli.add_command(image)
+cli.add_command(event)
