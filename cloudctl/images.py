@@ -75,18 +75,20 @@ def inspect_file(path: str | os.PathLike[str], progress: Progress | None = None)
     try:
         # O_NONBLOCK: a FIFO must not block the open (it is refused below)
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-    except IsADirectoryError:
-        raise InputError(f"{path} is a directory, expected an image file") from None
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror}") from None
+    info = os.fstat(fd)
+    problem = ""
+    if stat.S_ISDIR(info.st_mode):
+        problem = "is a directory"
+    elif not stat.S_ISREG(info.st_mode):
+        problem = "is not a regular file"
+    elif info.st_size == 0:
+        problem = "is empty"
+    if problem:
+        os.close(fd)
+        raise InputError(f"{path} {problem}, expected an image file")
     with os.fdopen(fd, "rb") as fh:
-        info = os.fstat(fh.fileno())
-        if stat.S_ISDIR(info.st_mode):
-            raise InputError(f"{path} is a directory, expected an image file")
-        if not stat.S_ISREG(info.st_mode):
-            raise InputError(f"{path} is not a regular file, expected an image file")
-        if info.st_size == 0:
-            raise InputError(f"{path} is empty, expected an image file")
         digest = hashlib.sha256()
         head = b""
         size = 0
