@@ -120,11 +120,13 @@ def cloud(tmp_path_factory):
 def test_deploy_and_register(cloud):
     cloud.cloudctl("deploy")
     cloud.cloudctl("keypair", "create", "k1", "--output-file", str(cloud.workdir / "k1.pem"))
-    image = cloud.json("image", "register", "tiny", "--file", str(cloud.workdir / "root.qcow2"),
-                       "--kernel", str(cloud.kernel), "--ramdisk", str(cloud.ramdisk))  # fmt: skip
-    record = image[0] if isinstance(image, list) else image
-    assert record["id"].startswith("emi-") and record["kernel_id"].startswith("eki-")
-    cloud.ids["emi"] = record["id"]
+    rows = cloud.json("image", "register", "tiny", "--file", str(cloud.workdir / "root.qcow2"),
+                      "--kernel", str(cloud.kernel), "--ramdisk", str(cloud.ramdisk))  # fmt: skip
+    kinds = {row["kind"]: row for row in rows}
+    assert set(kinds) == {"machine", "kernel", "ramdisk"}
+    emi = cloud.json("image", "show", kinds["machine"]["id"])[0]
+    assert emi["id"].startswith("emi-") and emi["kernel_id"] == kinds["kernel"]["id"]
+    cloud.ids["emi"] = emi["id"]
 
 
 def test_run_two_instances_in_one_command_and_ssh(cloud):
@@ -132,7 +134,8 @@ def test_run_two_instances_in_one_command_and_ssh(cloud):
                            "--keypair", "k1")  # fmt: skip
     assert len(instances) == 2
     assert {i["state"] for i in instances} == {"running"}
-    assert len({i["reservation"] for i in cloud.json("instance", "list")}) == 1  # one launch
+    shown = [cloud.json("instance", "show", i["id"])[0] for i in instances]
+    assert len({i["reservation"] for i in shown}) == 1  # one launch
     runs = [e for e in cloud.json("event", "list") if e["operation"] == "instance-run"]
     assert len(runs) == 1  # ONE play for both
     cloud.ids["instances"] = [(i["id"], i["private_ip"]) for i in instances]
@@ -181,9 +184,11 @@ def test_snapshot_restores_the_marker(cloud):
 
 
 def test_second_image_is_downloaded_once(cloud):
-    image = cloud.json("image", "register", "tiny2", "--file", str(cloud.workdir / "root2.raw"),
-                       "--kernel", str(cloud.kernel), "--ramdisk", str(cloud.ramdisk))  # fmt: skip
-    record = image[0] if isinstance(image, list) else image
+    rows = cloud.json("image", "register", "tiny2", "--file", str(cloud.workdir / "root2.raw"),
+                      "--kernel", str(cloud.kernel), "--ramdisk", str(cloud.ramdisk))  # fmt: skip
+    machine = next(row for row in rows if row["kind"] == "machine")
+    assert {row["record"] for row in rows if row["kind"] != "machine"} == {"reused"}
+    record = cloud.json("image", "show", machine["id"])[0]
     sha12 = record["sha256"][:12]
     first = cloud.cloudctl("instance", "run", "--image", record["id"])
     assert f"image {sha12} on {HOST}: downloaded" in first.stderr
