@@ -138,10 +138,10 @@ def main() -> int:
                 "image", "register", f"cold-{os.getpid()}-{n}", "--file", str(fresh), *files
             )
             image = next(r["id"] for r in reg if r["kind"] == "machine")
-            seconds, out = timed(lambda: cloudctl("instance", "run", "--image", image))
+            seconds, out = timed(lambda image=image: cloudctl("instance", "run", "--image", image))
             cold.append(seconds)
             terminate([i["id"] for i in out])
-            seconds, out = timed(lambda: cloudctl("instance", "run", "--image", image))
+            seconds, out = timed(lambda image=image: cloudctl("instance", "run", "--image", image))
             warm.append(seconds)
             terminate([i["id"] for i in out])
             cloudctl("image", "deregister", image)
@@ -199,8 +199,10 @@ def render(rows: list[tuple[str, float]], base: float, copy_s: float) -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
                 .splitlines() if line.startswith("model name")), platform.machine())  # fmt: skip
     lines = [
-        f"Measured {when} on {os.cpu_count()} x {cpu}, {platform.system()} {platform.release()}, "
-        "guests under TCG. Median of the repeats.",
+        (
+            f"Measured {when} on {os.cpu_count()} x {cpu}, "
+            f"{platform.system()} {platform.release()}, guests under TCG. Median of the repeats."
+        ),
         "",
         "| operation | seconds | ratio |",
         "|---|---:|---:|",
