@@ -33,7 +33,38 @@ python3 molecule/labhost.py inventory "$HOST" --groups-from inventory/ciab --out
 
 cloudctl deploy
 cloudctl service status
+
+# The tiny test image (Debian kernel + busybox initramfs + dropbear) and a blank root disk.
+python3 scripts/build-test-image.py
+IMAGES="$PROJECT/.cache/test-image"
+[ -e "$IMAGES/root.qcow2" ] || qemu-img create -q -f qcow2 "$IMAGES/root.qcow2" 64M
+EMI=$(cloudctl image list -o json | python3 -c \
+  'import json,sys; print(next((i["id"] for i in json.load(sys.stdin) if i["name"] == "tiny"), ""))')
+if [ -z "$EMI" ]; then
+  cloudctl image register tiny --file "$IMAGES/root.qcow2" \
+    --kernel "$IMAGES/vmlinuz" --ramdisk "$IMAGES/initrd.img"
+  EMI=$(cloudctl image list -o json | python3 -c \
+    'import json,sys; print(next(i["id"] for i in json.load(sys.stdin) if i["name"] == "tiny"))')
+fi
+KEY="$PROJECT/.lab/ciab/demo.pem"
+if [ ! -e "$KEY" ]; then
+  cloudctl keypair delete demo >/dev/null 2>&1 || true
+  cloudctl keypair create demo --output-file "$KEY"
+fi
+
+# One instance with a 1 GiB volume.
+INSTANCE_JSON=$(cloudctl -o json instance run --image "$EMI" --type m1.small --keypair demo)
+read -r IID IP < <(echo "$INSTANCE_JSON" | python3 -c \
+  'import json,sys; i=json.load(sys.stdin)[0]; print(i["id"], i["private_ip"])')
+VOL=$(cloudctl -o json volume create --size 1 | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')
+cloudctl instance list
+cloudctl volume attach "$VOL" --instance "$IID"
+
+LAB_IP=$(python3 molecule/labhost.py list | awk -v h=$HOST '$1==h {print $2}')
 echo
-echo "The cloud runs in lab host '$HOST' ($(python3 molecule/labhost.py list | awk -v h=$HOST '$1==h {print $2}'))."
-echo "Use it:    export CLOUDCTL_INVENTORY=$INVENTORY CLOUDCTL_HOME=$CLOUDCTL_HOME; cloudctl service status"
+echo "The cloud runs in lab host '$HOST' ($LAB_IP); instance $IID has address $IP"
+echo "(the instance network lives inside the lab host: SSH goes through it as a jump host)."
+echo "SSH in:    ssh -i $KEY -o ProxyCommand='ssh -i /root/.cloudlab/id_ed25519 -W %h:%p root@$LAB_IP' root@$IP"
+echo "           (it boots under TCG: give it a minute; the volume is /dev/disk/by-id/virtio-$VOL)"
+echo "Use it:    export CLOUDCTL_INVENTORY=$INVENTORY CLOUDCTL_HOME=$CLOUDCTL_HOME; cloudctl instance list"
 echo "Remove it: scripts/ciab.sh --destroy"
