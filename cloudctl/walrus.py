@@ -19,10 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
-from boto3.exceptions import S3UploadFailedError
-from boto3.s3.transfer import TransferConfig
-from botocore.config import Config
+# boto3 itself is imported where a client is made: it costs every cloudctl command ~0.25 s.
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError  # not the builtin
 
@@ -71,6 +68,9 @@ class Client:
 
 
 def client(config: Walrus, connect_timeout: float = 5, read_timeout: float = 60) -> Client:
+    import boto3
+    from botocore.config import Config
+
     s3 = boto3.session.Session().client(
         "s3",
         endpoint_url=config.endpoint,
@@ -97,11 +97,6 @@ def _errors(c: Client, action: str, bucket: str, key: str = "") -> Iterator[None
     where = f"{bucket}/{key}" if key else bucket
     try:
         yield
-    except S3UploadFailedError as exc:  # boto3's transfer wraps the ClientError
-        cause = exc.__context__
-        if isinstance(cause, ClientError):
-            raise _client_error(c, action, where, bucket, cause) from None
-        raise WalrusError(f"Walrus at {c.endpoint}: {action} {where} failed: {exc}") from None
     except ClientError as exc:
         raise _client_error(c, action, where, bucket, exc) from None
     except (BotoConnectionError, HTTPClientError) as exc:
@@ -171,14 +166,22 @@ def upload_file(
             with lock:
                 progress(n)
 
+    from boto3.exceptions import S3UploadFailedError
+    from boto3.s3.transfer import TransferConfig
+
     transfer = TransferConfig(
         multipart_threshold=PART_SIZE, multipart_chunksize=PART_SIZE, max_concurrency=2
     )
     extra = {"Metadata": metadata} if metadata else None
     with _errors(c, "upload", bucket, key):
-        c.s3.upload_file(
-            str(path), bucket, key, ExtraArgs=extra, Callback=callback, Config=transfer
-        )
+        try:
+            c.s3.upload_file(
+                str(path), bucket, key, ExtraArgs=extra, Callback=callback, Config=transfer
+            )
+        except S3UploadFailedError as exc:  # boto3's transfer wraps the S3 error: unwrap it
+            if isinstance(exc.__context__, ClientError):
+                raise exc.__context__ from None
+            raise WalrusError(f"Walrus at {c.endpoint}: upload {bucket}/{key}: {exc}") from None
 
 
 def delete_object(c: Client, bucket: str, key: str) -> None:
