@@ -178,7 +178,9 @@ def put_part(url: str, number: int, body: bytes) -> str:
             time.sleep(2 ** (attempt - 1))
         request = urllib.request.Request(url, data=body, method="PUT")
         request.add_header("Content-Length", str(len(body)))
-        request.add_header("Content-Type", "application/octet-stream")
+        # An empty Content-Type, as the presigner assumed: a SigV2 presigned URL signs it, and
+        # urllib would otherwise send application/x-www-form-urlencoded.
+        request.add_header("Content-Type", "")
         try:
             with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as answer:
                 etag = answer.headers.get("ETag")

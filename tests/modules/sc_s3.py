@@ -1,12 +1,14 @@
 """S3 client steps of the SC snapshot tests, run inside the test host's network namespace
 (where SeaweedFS listens): reads one JSON request on stdin, prints one JSON answer.
 
-ops: start (wait for S3, make the bucket, create a multipart upload, presign its part
-URLs), finish (complete the upload, presign a GET), put (an object as given), presign_get.
+ops: bucket (wait for S3, make the bucket), start (create a multipart upload, presign its
+part URLs), finish (complete the upload, presign a GET), put (an object, body in base64),
+presign_get.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import sys
 import time
@@ -20,7 +22,11 @@ def client(req: dict):
     return boto3.client(
         "s3", endpoint_url=req["endpoint"], aws_access_key_id=req["access_key"],
         aws_secret_access_key=req["secret_key"], region_name="us-east-1",
-        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
+        config=Config(
+            s3={"addressing_style": "path"},
+            retries={"max_attempts": 1},
+            signature_version=req.get("signature", "s3v4"),
+        ),
     )  # fmt: skip
 
 
@@ -34,7 +40,7 @@ def main() -> None:
     req = json.load(sys.stdin)
     s3 = client(req)
     op = req["op"]
-    if op == "start":
+    if op == "bucket":
         deadline = time.monotonic() + 90  # SeaweedFS may still be starting
         while True:
             try:
@@ -45,6 +51,8 @@ def main() -> None:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.3)
+        answer = {}
+    elif op == "start":
         upload = s3.create_multipart_upload(Bucket=req["bucket"], Key=req["key"])["UploadId"]
         urls = [
             s3.generate_presigned_url(
@@ -69,7 +77,7 @@ def main() -> None:
         head = s3.head_object(Bucket=req["bucket"], Key=req["key"])
         answer = {"size": head["ContentLength"], "url": presign_get(s3, req)}
     elif op == "put":
-        s3.put_object(Bucket=req["bucket"], Key=req["key"], Body=req["body"].encode())
+        s3.put_object(Bucket=req["bucket"], Key=req["key"], Body=base64.b64decode(req["body"]))
         answer = {"url": presign_get(s3, req)}
     elif op == "presign_get":
         answer = {"url": presign_get(s3, req)}
