@@ -1,0 +1,70 @@
+"""The cloud configuration cloudctl reads (cloudctl/cloudconfig.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cloudctl.cloudconfig import config_path, load_config
+from cloudctl.config import Settings
+from cloudctl.errors import ConfigError
+
+CONFIG = {
+    "cloud_name": "test",
+    "clusters": {
+        "zone-b": {"subnet": "10.1.0.0/24", "bridge": "br1", "gateway": "10.1.0.1",
+                   "cc": "cc2", "sc": ["sc2"], "nc": [], "nodes": {}},
+        "zone-a": {"subnet": "10.0.0.0/24", "bridge": "br0", "gateway": "10.0.0.1",
+                   "cc": "cc1", "sc": ["sc1"], "nc": ["n1"],
+                   "nodes": {"n1": {"vcpus": 8, "memory_mb": 4096}}},
+    },
+    "instance_types": [{"name": "m1.small", "cpus": 1, "memory_mb": 128, "disk_gb": 2}],
+    "walrus": {"endpoint": "http://127.0.0.1:8773", "access_key": "AK", "secret_key": "SK"},
+}  # fmt: skip
+
+
+def write(tmp_path: Path, data) -> Path:
+    path = tmp_path / "cloud.yml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_load(tmp_path):
+    config = load_config(write(tmp_path, CONFIG))
+    assert config.zone_or_default(None) == "zone-a"
+    assert config.cluster("zone-a").nodes[0].vcpus == 8
+    assert config.instance_type("m1.small").memory_mb == 128
+    assert config.scheduling_policy == "roundrobin"
+    assert "SK" not in repr(config.walrus)
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda c: c.pop("walrus"), "walrus"),
+    (lambda c: c["clusters"]["zone-a"].pop("subnet"), "subnet"),
+    (lambda c: c.update(scheduling_policy="random"), "scheduling_policy"),
+])  # fmt: skip
+def test_malformed_config_is_one_clear_line(tmp_path, edit, words):
+    data = yaml.safe_load(yaml.safe_dump(CONFIG))
+    edit(data)
+    with pytest.raises(ConfigError, match=words):
+        load_config(write(tmp_path, data))
+
+
+def test_unknown_zone_and_type_name_the_known_ones(tmp_path):
+    config = load_config(write(tmp_path, CONFIG))
+    with pytest.raises(ConfigError, match="zone-a, zone-b"):
+        config.cluster("zone-c")
+    with pytest.raises(ConfigError, match="m1.small"):
+        config.instance_type("m9.huge")
+
+
+def test_config_path_order(tmp_path):
+    settings = Settings(project_dir=tmp_path, inventory=tmp_path, home=tmp_path / "home")
+    assert config_path(settings, {"CLOUDCTL_CONFIG": "/x/cloud.yml"}) == Path("/x/cloud.yml")
+    if not Path("/etc/cloud/cloud.yml").exists():
+        assert config_path(settings, {}) is None  # must be fetched from the CLC
+        (tmp_path / "home").mkdir()
+        (tmp_path / "home" / "cloud.yml").write_text("{}")
+        assert config_path(settings, {}) == tmp_path / "home" / "cloud.yml"
