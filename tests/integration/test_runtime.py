@@ -129,6 +129,17 @@ def test_deploy_and_register(cloud):
     cloud.ids["emi"] = emi["id"]
 
 
+def test_check_mode_shows_the_changes_and_records_nothing(cloud):
+    state = cloud.home / "state.json"
+    before = state.read_bytes()
+    out = cloud.cloudctl("instance", "run", "--image", cloud.ids["emi"], "--count", "2", "--check")
+    assert "Start the instances" in out.stdout and HOST in out.stdout
+    assert "Check mode: nothing was changed" in out.stderr
+    assert state.read_bytes() == before
+    domains = cloud.in_host("virsh", "-c", "qemu:///system", "list", "--all", "--name")
+    assert not domains.stdout.strip()
+
+
 def test_run_two_instances_in_one_command_and_ssh(cloud):
     instances = cloud.json("instance", "run", "--image", cloud.ids["emi"], "--count", "2",
                            "--keypair", "k1")  # fmt: skip
