@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import secrets
 import signal
 import subprocess
@@ -17,7 +18,6 @@ HERE = Path(__file__).resolve().parent
 IQN_PREFIX = "iqn.2026-11.cloud.test"
 S3_ACCESS_KEY = "AKSCMODULETEST000001"
 S3_SECRET_KEY = "sc-module-test-secret-sc-module-test-000"
-S3_PORT = 8333  # inside our own namespace
 
 
 def wait_for(what: str, check, timeout: float = 30.0):
@@ -138,12 +138,18 @@ class ScHost:
             "credentials": [{"accessKey": S3_ACCESS_KEY, "secretKey": S3_SECRET_KEY}],
             "actions": ["Admin", "Read", "List", "Tagging", "Write"],
         }]}))  # fmt: skip
+        # Ports are private to our namespace, but weed names some unix sockets in the shared
+        # /tmp after them (seaweedfs-*-grpc-<port>.sock): random ports avoid other tests'.
+        base = random.randrange(20000, 45000, 4)
+        self.weed_ports = [base, base + 1, base + 2, base + 3]
+        master, volume, filer, s3 = self.weed_ports
         command = [
             str(binary), "-logtostderr", "server", f"-dir={data}",
             "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false",
-            "-master.volumeSizeLimitMB=64", "-volume.preStopSeconds=0",
-            "-filer", "-filer.localSocket=/run/weed-filer.sock",
-            "-s3", f"-s3.port={S3_PORT}", f"-s3.config={s3conf}",
+            f"-master.port={master}", "-master.volumeSizeLimitMB=64",
+            f"-volume.port={volume}", "-volume.preStopSeconds=0",
+            "-filer", f"-filer.port={filer}", "-filer.localSocket=/run/weed-filer.sock",
+            "-s3", f"-s3.port={s3}", f"-s3.config={s3conf}",
             "-s3.localSocket=/run/weed-s3.sock",
             "-s3.iam=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
         ]  # fmt: skip
@@ -152,7 +158,7 @@ class ScHost:
             [*self.wrapper, *command], stdout=log, stderr=subprocess.STDOUT, cwd=data
         )
         log.close()
-        return f"http://127.0.0.1:{S3_PORT}"
+        return f"http://127.0.0.1:{s3}"
 
     def s3(self, request: dict) -> dict:
         """Run one S3 client operation (tests/modules/sc_s3.py) inside the namespace."""
@@ -166,6 +172,9 @@ class ScHost:
             self.stop_tgtd()
             if self.weed:
                 stop(self.weed, signal.SIGTERM)
+                for port in self.weed_ports:
+                    for sock in Path("/tmp").glob(f"seaweedfs-*-{port + 10000}.sock"):
+                        sock.unlink(missing_ok=True)
         finally:
             stop(self.holder)
             subprocess.run(["ip", "netns", "del", self.netns], check=False)

@@ -108,6 +108,8 @@ def test_lifecycle(sc, volume):
         f.seek(123 * 4096)
         f.write(b"MARKER-before-restart")
     sc.stop_tgtd()
+    res = volume(**create)
+    assert res.get("failed") and "cloud-tgtd, running?" in res["msg"], res
     sc.start_tgtd()
     assert IQN not in sc.show()
     res = ok(volume(check=True, **create))
