@@ -58,7 +58,7 @@ options:
       - With C(state=absent), this account is deleted too unless another target uses it.
     type: str
   chap_secret:
-    description: CHAP secret of the volume (tgt wants 12 to 16 characters for most initiators).
+    description: CHAP secret of the volume (never shown in the output or the diff).
     type: str
   source_url:
     description:
