@@ -23,15 +23,14 @@ import netaddr
 
 from cloudctl import images as images_service
 from cloudctl import walrus
-from cloudctl.cloudconfig import CloudConfig, get_config
-from cloudctl.config import Settings
 from cloudctl.errors import CapacityError, InputError, NotFound
 from cloudctl.identity import current_owner
 from cloudctl.ids import InstanceState, new_id, parse_id, require_transition
 from cloudctl.keypairs import TABLE as KEYPAIRS
 from cloudctl.runner import PlayResult, ProgressCallback, TaskResult, run_playbook
 from cloudctl.scheduler import free_resources, place
-from cloudctl.state import PoolExhausted, StateStore
+from cloudctl.services import CloudService
+from cloudctl.state import PoolExhausted
 
 TABLE = "instances"
 SCHEDULER = "scheduler"  # one record per zone: the node that got the last instance
@@ -77,23 +76,7 @@ class LaunchResult:
     check: PlayResult | None = None  # --check: what would change
 
 
-class Instances:
-    def __init__(
-        self,
-        settings: Settings,
-        store: StateStore | None = None,
-        config: CloudConfig | None = None,
-    ) -> None:
-        self.settings = settings
-        self.store = store or StateStore(settings.state_path)
-        self._config = config
-
-    @property
-    def config(self) -> CloudConfig:
-        if self._config is None:
-            self._config = get_config(self.settings)
-        return self._config
-
+class Instances(CloudService):
     # --- reads --------------------------------------------------------------------------
 
     def get(self, instance_id: str) -> dict[str, Any]:

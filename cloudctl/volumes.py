@@ -17,14 +17,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from cloudctl import walrus
-from cloudctl.cloudconfig import CloudConfig, get_config
-from cloudctl.config import Settings
 from cloudctl.errors import CapacityError, InputError, NotFound
 from cloudctl.identity import current_owner
 from cloudctl.ids import AttachmentState, SnapshotState, VolumeState, new_id, parse_id
 from cloudctl.instances import TABLE as INSTANCES
 from cloudctl.runner import PlayResult, ProgressCallback, run_playbook
-from cloudctl.state import StateStore
+from cloudctl.services import CloudService
 
 TABLE = "volumes"
 SNAPSHOTS = "snapshots"
@@ -44,23 +42,7 @@ TASK_UPLOAD = "Upload the snapshot"
 _V, _A, _S = VolumeState, AttachmentState, SnapshotState
 
 
-class Volumes:
-    def __init__(
-        self,
-        settings: Settings,
-        store: StateStore | None = None,
-        config: CloudConfig | None = None,
-    ) -> None:
-        self.settings = settings
-        self.store = store or StateStore(settings.state_path)
-        self._config = config
-
-    @property
-    def config(self) -> CloudConfig:
-        if self._config is None:
-            self._config = get_config(self.settings)
-        return self._config
-
+class Volumes(CloudService):
     # --- reads --------------------------------------------------------------------------
 
     def get(self, volume_id: str) -> dict[str, Any]:
