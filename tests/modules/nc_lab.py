@@ -201,6 +201,18 @@ class NcLab:
     def virsh(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return self.run(["virsh", "-c", "qemu:///system", *args], check=check)
 
+    def restart_libvirtd(self) -> None:
+        """Stop libvirtd (by the PID in the lab's /run/libvirtd.pid) and start it again."""
+        pid = int(self.run(["cat", "/run/libvirtd.pid"]).stdout.split()[0])
+        os.kill(pid, signal.SIGTERM)
+        wait_until(lambda: not Path(f"/proc/{pid}").exists(), 30, "libvirtd to exit")
+        self.run(["libvirtd", "-d"])
+        wait_until(
+            lambda: self.virsh("version", check=False).returncode == 0,
+            DAEMON_TIMEOUT,
+            "libvirtd to answer",
+        )
+
     def reserve(self, mac: str, ip: str) -> None:
         """A DHCP reservation MAC -> IP (dnsmasq re-reads its hosts file on SIGHUP)."""
         hosts = self.dir / "dhcp-hosts"

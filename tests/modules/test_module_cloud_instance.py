@@ -163,6 +163,12 @@ def test_lifecycle_boots_the_test_image(tmp_path, lab):
     res = run(tmp_path, lab, **args)
     assert not res["failed"] and not res["changed"], res.get("msg")
 
+    # persistent: the domain (still running) and its definition survive a libvirtd restart
+    lab.restart_libvirtd()
+    assert lab.domain_state(NAME) == "running"
+    res = run(tmp_path, lab, **args)
+    assert not res["failed"] and not res["changed"], res.get("msg")
+
     # the image cache refuses to drop an image this instance uses
     res = modhelpers.run_module(
         tmp_path,
