@@ -331,6 +331,11 @@ def fetch(module: AnsibleModule, cache_dir: str, sha: str, path: str, res: dict)
             check_size(module, path, res)
             os.utime(path)
             return
+        # Holding the lock, no other run downloads this image: a .part left here is from a
+        # run that died half-way.
+        for name in os.listdir(cache_dir):
+            if name.startswith(f".{sha}.") and name.endswith(".part"):
+                os.unlink(os.path.join(cache_dir, name))
         try:
             res["downloaded_bytes"] = download(module, cache_dir, sha, path)
         except DownloadError as exc:

@@ -106,6 +106,8 @@ def blob(n: int, seed: int) -> bytes:
 def test_miss_then_hit(tmp_path, node, server):
     data = blob(300 * KIB, 1)
     sha, url = server.add(data)
+    stale = node["cache"] / f".{sha}.dead1234.part"  # left by a run that died half-way
+    stale.write_bytes(b"partial")
     first = run(tmp_path, node, sha256=sha, url=url, size=len(data))
     assert not first["failed"], first["msg"]
     assert first["changed"] and not first["hit"]
