@@ -11,7 +11,7 @@ description:
   - The image cache of a Node Controller holds image files (disk images, kernels, ramdisks)
     named by their sha256, C(<cache_dir>/<sha256>). Instances use them as read-only backing
     files (qcow2 overlays) or as kernel and initrd.
-  - C(state=present) makes sure the file is there. A cached file is a hit: its mtime is set
+  - C(state=present) makes sure the file is there. A cached file is a hit, and its mtime is set
     to now (the mtime is the cache's LRU clock) and nothing is downloaded. Otherwise the file
     is downloaded from I(url) (a presigned HTTP GET URL of the Walrus C(images) bucket) to a
     temporary name in the cache directory, its sha256 (and I(size)) are verified, it is
@@ -21,7 +21,7 @@ description:
   - Concurrent runs for the same image on one node download it once. The download holds an
     exclusive lock on C(<cache_dir>/.<sha256>.lock); a second run waits for it and then finds
     the file (a hit).
-  - After a present run the cache is trimmed to I(node_config)'s C(cache_max_mb): least
+  - After a present run the cache is trimmed to I(node_config)'s C(cache_max_mb), least
     recently used files are evicted first. Never evicted are the file this run ensured, files
     used in the last I(evict_grace) seconds (a launch may have fetched it and not yet
     recorded its instance), and every sha256 listed under C(images) in an instance's
