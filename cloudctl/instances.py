@@ -181,6 +181,7 @@ class Instances(CloudService):
         )
         event = result.event_id
         if check:
+            result.raise_for_failures()
             return LaunchResult(records, event, check=result)
         return self._record_launch(records, result, event)
 

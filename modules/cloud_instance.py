@@ -374,8 +374,9 @@ class Instance:
             self.module.fail_json(msg=f"hostname: {p['hostname']!r} is not a valid host name")
         if p["ramdisk"] and not p["kernel"]:
             self.module.fail_json(msg="ramdisk needs kernel")
+        # In check mode the image cache has not downloaded them yet: it only said it would.
         for key in ("image", "kernel", "ramdisk"):
-            if p[key] and not os.path.isfile(p[key]):
+            if p[key] and not self.module.check_mode and not os.path.isfile(p[key]):
                 self.module.fail_json(
                     msg=f"{key}: {p[key]} does not exist (is it in the image cache?)"
                 )
