@@ -205,6 +205,7 @@ import time
 import xml.etree.ElementTree as ET
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.cloud_role_config import RoleConfigError, read_role_config
 
 try:
     import libvirt
@@ -541,15 +542,10 @@ class Instance:
 
 
 def load_node_config(module: AnsibleModule) -> dict:
-    path = module.params["node_config"]
     try:
-        with open(path, encoding="utf-8") as f:
-            cfg = json.load(f)
-    except (OSError, ValueError) as exc:
-        module.fail_json(msg=f"node_config: cannot read {path}: {exc} (is the nc role deployed?)")
-    if not cfg.get("instances_dir"):
-        module.fail_json(msg=f"node_config: {path} lacks instances_dir")
-    return cfg
+        return read_role_config(module.params["node_config"], "nc", ("instances_dir",))
+    except RoleConfigError as exc:
+        module.fail_json(msg=f"node_config: {exc}")
 
 
 def core(module: AnsibleModule) -> dict:

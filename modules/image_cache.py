@@ -122,6 +122,7 @@ import urllib.error
 import urllib.request
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.cloud_role_config import RoleConfigError, read_role_config
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 CHUNK = 1 << 20
@@ -129,16 +130,12 @@ MIB = 1 << 20
 
 
 def load_node_config(module: AnsibleModule) -> dict:
-    path = module.params["node_config"]
     try:
-        with open(path, encoding="utf-8") as f:
-            cfg = json.load(f)
-    except (OSError, ValueError) as exc:
-        module.fail_json(msg=f"node_config: cannot read {path}: {exc} (is the nc role deployed?)")
-    missing = [k for k in ("cache_dir", "cache_max_mb", "instances_dir") if k not in cfg]
-    if missing:
-        module.fail_json(msg=f"node_config: {path} lacks {', '.join(missing)}")
-    return cfg
+        return read_role_config(
+            module.params["node_config"], "nc", ("cache_dir", "cache_max_mb", "instances_dir")
+        )
+    except RoleConfigError as exc:
+        module.fail_json(msg=f"node_config: {exc}")
 
 
 def referenced_images(module: AnsibleModule, instances_dir: str) -> dict[str, list[str]]:

@@ -135,7 +135,6 @@ restored_bytes:
 import contextlib
 import fcntl
 import http.client
-import json
 import os
 import re
 import urllib.error
@@ -144,6 +143,7 @@ import urllib.request
 import zlib
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.cloud_role_config import RoleConfigError, read_role_config
 
 GIB = 1 << 30
 LUN = 1
@@ -162,10 +162,9 @@ class Failure(Exception):
 
 def load_config(path: str) -> dict:
     try:
-        with open(path) as f:
-            conf = json.load(f)
-    except (OSError, ValueError) as exc:
-        raise Failure(f"cannot read the SC configuration {path} (written by the sc role): {exc}")
+        conf = read_role_config(path, "sc")
+    except RoleConfigError as exc:
+        raise Failure(f"SC configuration: {exc}") from None
     store = conf.get("store")
     need = ["iqn_prefix", "portal", {"file": "volume_dir", "lvm": "volume_group"}.get(store)]
     if store not in ("file", "lvm") or any(not conf.get(k) for k in need if k):

@@ -95,7 +95,6 @@ max_parts:
 import gzip
 import hashlib
 import http.client
-import json
 import os
 import re
 import time
@@ -105,6 +104,7 @@ import urllib.request
 import zlib
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.cloud_role_config import RoleConfigError, read_role_config
 
 MIB = 1 << 20
 BLOCK = MIB  # read size, and the unit of the all-zero shortcut
@@ -123,10 +123,9 @@ class Failure(Exception):
 def backing_store(config_path: str, name: str) -> str:
     """Path of the volume's backing store, from the SC configuration."""
     try:
-        with open(config_path) as f:
-            conf = json.load(f)
-    except (OSError, ValueError) as exc:
-        raise Failure(f"cannot read the SC configuration {config_path}: {exc}")
+        conf = read_role_config(config_path, "sc")
+    except RoleConfigError as exc:
+        raise Failure(f"SC configuration: {exc}") from None
     if conf.get("store") == "file" and conf.get("volume_dir"):
         return os.path.join(conf["volume_dir"], f"{name}.img")
     if conf.get("store") == "lvm" and conf.get("volume_group"):
