@@ -64,7 +64,8 @@ LAB_IP=$(python3 molecule/labhost.py list | awk -v h=$HOST '$1==h {print $2}')
 echo
 echo "The cloud runs in lab host '$HOST' ($LAB_IP); instance $IID has address $IP"
 echo "(the instance network lives inside the lab host: SSH goes through it as a jump host)."
-echo "SSH in:    ssh -i $KEY -o ProxyCommand='ssh -i /root/.cloudlab/id_ed25519 -W %h:%p root@$LAB_IP' root@$IP"
+OPTS="-o StrictHostKeyChecking=accept-new -o UserKnownHostsFile=/dev/null"
+echo "SSH in:    ssh -i $KEY $OPTS -o ProxyCommand='ssh -i /root/.cloudlab/id_ed25519 $OPTS -W %h:%p root@$LAB_IP' root@$IP"
 echo "           (it boots under TCG: give it a minute; the volume is /dev/disk/by-id/virtio-$VOL)"
 echo "Use it:    export CLOUDCTL_INVENTORY=$INVENTORY CLOUDCTL_HOME=$CLOUDCTL_HOME; cloudctl instance list"
 echo "Remove it: scripts/ciab.sh --destroy"
