@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from cloudctl.config import Settings
-from cloudctl.errors import ConfigError
+from cloudctl.errors import ConfigError, InputError
 
 ENV_CONFIG = "CLOUDCTL_CONFIG"
 CLC_CONFIG = Path("/etc/cloud/cloud.yml")
@@ -82,14 +82,14 @@ class CloudConfig:
             return self.clusters[zone]
         except KeyError:
             known = ", ".join(sorted(self.clusters)) or "none"
-            raise ConfigError(f"unknown zone {zone!r} (zones: {known})") from None
+            raise InputError(f"unknown zone {zone!r} (zones: {known})") from None
 
     def instance_type(self, name: str) -> InstanceType:
         try:
             return self.instance_types[name]
         except KeyError:
             known = ", ".join(self.instance_types) or "none"
-            raise ConfigError(f"unknown instance type {name!r} (types: {known})") from None
+            raise InputError(f"unknown instance type {name!r} (types: {known})") from None
 
 
 def parse_config(data: Mapping[str, Any], path: Path) -> CloudConfig:

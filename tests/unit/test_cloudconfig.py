@@ -9,7 +9,7 @@ import yaml
 
 from cloudctl.cloudconfig import config_path, load_config
 from cloudctl.config import Settings
-from cloudctl.errors import ConfigError
+from cloudctl.errors import ConfigError, InputError
 
 CONFIG = {
     "cloud_name": "test",
@@ -54,9 +54,9 @@ def test_malformed_config_is_one_clear_line(tmp_path, edit, words):
 
 def test_unknown_zone_and_type_name_the_known_ones(tmp_path):
     config = load_config(write(tmp_path, CONFIG))
-    with pytest.raises(ConfigError, match="zone-a, zone-b"):
+    with pytest.raises(InputError, match="zone-a, zone-b"):
         config.cluster("zone-c")
-    with pytest.raises(ConfigError, match="m1.small"):
+    with pytest.raises(InputError, match="m1.small"):
         config.instance_type("m9.huge")
 
 
