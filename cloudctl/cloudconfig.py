@@ -8,8 +8,9 @@ The file holds the Walrus secret key: copies are written 0600.
 
 from __future__ import annotations
 
+import ipaddress
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,8 @@ class Cluster:
     cc: str | None
     sc: list[str]
     nodes: list[Node]
+    public_ips: str = ""  # elastic IP pool: "198.51.100.0/28" or "A-B"; "" = none
+    public_interface: str = ""  # the CC's interface that holds the elastic IPs
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,32 @@ class CloudConfig:
             raise InputError(f"unknown instance type {name!r} (types: {known})") from None
 
 
+def public_ip_candidates(pool: str) -> Iterator[str]:
+    """Every address of an elastic IP pool, in order: a CIDR gives its host addresses
+    ("198.51.100.0/30": .1 and .2; a /31 or /32 all its addresses), a range "A-B" every
+    address from A to B inclusive. "" gives none. ValueError for anything else."""
+    pool = (pool or "").strip()
+    if not pool:
+        return iter(())
+    if "-" in pool:
+        first, last = (ipaddress.IPv4Address(part.strip()) for part in pool.split("-", 1))
+        if last < first:
+            raise ValueError(f"elastic IP range {pool!r} ends before it starts")
+        return (str(ipaddress.IPv4Address(n)) for n in range(int(first), int(last) + 1))
+    if "/" not in pool:
+        raise ValueError(f"elastic IP pool {pool!r} is neither a CIDR (A/N) nor a range (A-B)")
+    return (str(a) for a in ipaddress.IPv4Network(pool).hosts())
+
+
+def _checked_pool(zone: str, pool: object) -> str:
+    text = str(pool or "").strip()
+    try:
+        public_ip_candidates(text)
+    except ValueError as exc:
+        raise ValueError(f"clusters.{zone}.public_ips {text!r}: {exc}") from None
+    return text
+
+
 def parse_config(data: Mapping[str, Any], path: Path) -> CloudConfig:
     """Build a CloudConfig from the YAML mapping; one clear line on what is missing."""
     try:
@@ -109,6 +138,8 @@ def parse_config(data: Mapping[str, Any], path: Path) -> CloudConfig:
                 cc=spec.get("cc"),
                 sc=list(spec.get("sc") or []),
                 nodes=nodes,
+                public_ips=_checked_pool(zone, spec.get("public_ips")),
+                public_interface=str(spec.get("public_interface") or ""),
             )
         types = {
             t["name"]: InstanceType(

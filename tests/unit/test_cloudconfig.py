@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cloudctl.cloudconfig import config_path, load_config
+from cloudctl.cloudconfig import config_path, load_config, public_ip_candidates
 from cloudctl.config import Settings
 from cloudctl.errors import ConfigError, InputError
 
@@ -68,3 +68,55 @@ def test_config_path_order(tmp_path):
         (tmp_path / "home").mkdir()
         (tmp_path / "home" / "cloud.yml").write_text("{}")
         assert config_path(settings, {}) == tmp_path / "home" / "cloud.yml"
+
+
+def test_cluster_public_side_defaults_when_absent(tmp_path):
+    """Files written before elastic IPs existed still load: no pool, no public interface."""
+    cluster = load_config(write(tmp_path, CONFIG)).cluster("zone-a")
+    assert cluster.public_ips == ""
+    assert cluster.public_interface == ""
+    assert list(public_ip_candidates(cluster.public_ips)) == []
+
+
+def test_cluster_public_ips_and_interface(tmp_path):
+    data = yaml.safe_load(yaml.safe_dump(CONFIG))
+    data["clusters"]["zone-a"].update(public_ips="198.51.100.0/29", public_interface="eth1")
+    cluster = load_config(write(tmp_path, data)).cluster("zone-a")
+    assert cluster.public_ips == "198.51.100.0/29"
+    assert cluster.public_interface == "eth1"
+
+
+@pytest.mark.parametrize("pool, expected", [
+    ("198.51.100.0/30", ["198.51.100.1", "198.51.100.2"]),
+    ("198.51.100.0/28", [f"198.51.100.{i}" for i in range(1, 15)]),
+    ("198.51.100.7/32", ["198.51.100.7"]),
+    ("198.51.100.250-198.51.101.2", ["198.51.100.250", "198.51.100.251", "198.51.100.252",
+                                     "198.51.100.253", "198.51.100.254", "198.51.100.255",
+                                     "198.51.101.0", "198.51.101.1", "198.51.101.2"]),
+    (" 203.0.113.9 - 203.0.113.9 ", ["203.0.113.9"]),
+    ("", []),
+])  # fmt: skip
+def test_public_ip_candidates(pool, expected):
+    assert list(public_ip_candidates(pool)) == expected
+
+
+@pytest.mark.parametrize("pool", [
+    "198.51.100.1/28",  # host bits set
+    "198.51.100.9-198.51.100.3",  # ends before it starts
+    "198.51.100.0/33",
+    "2001:db8::/64",
+    "not-an-address",
+    "198.51.100.1",  # neither a CIDR nor a range: a single address is "A/32"
+])  # fmt: skip
+def test_public_ip_candidates_rejects(pool):
+    with pytest.raises(ValueError):
+        list(public_ip_candidates(pool))
+
+
+def test_malformed_pool_is_one_clear_line(tmp_path):
+    data = yaml.safe_load(yaml.safe_dump(CONFIG))
+    data["clusters"]["zone-b"]["public_ips"] = "198.51.100.9-198.51.100.3"
+    with pytest.raises(
+        ConfigError, match=r"clusters.zone-b.public_ips '198.51.100.9-198.51.100.3'"
+    ):
+        load_config(write(tmp_path, data))
