@@ -1,0 +1,45 @@
+"""Availability zones: the clusters of the cloud configuration, with their free capacity."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cloudctl.scheduler import Free, capacity, free_resources
+from cloudctl.services import CloudService
+
+
+class Zones(CloudService):
+    def list(self, verbose: bool = False) -> list[dict[str, Any]]:
+        """One row per zone; with verbose, one more per instance type: free / max, as
+        `euca-describe-availability-zones verbose` shows them."""
+        config = self.config
+        instances = self.store.all("instances")
+        rows: list[dict[str, Any]] = []
+        for zone in sorted(config.clusters):
+            cluster = config.clusters[zone]
+            rows.append(
+                {
+                    "zone": zone,
+                    "state": "available" if cluster.cc and cluster.nodes else "unavailable",
+                    "cc": cluster.cc,
+                    "subnet": cluster.subnet,
+                    "nodes": len(cluster.nodes),
+                }
+            )
+            if not verbose:
+                continue
+            free = free_resources(cluster.nodes, instances, config.instance_types)
+            for itype in config.instance_types.values():
+                rows.append(
+                    {
+                        "zone": f"|- {itype.name}",
+                        "free": sum(capacity(f, itype) for f in free.values()),
+                        "max": sum(
+                            capacity(Free(n.vcpus, n.memory_mb), itype) for n in cluster.nodes
+                        ),
+                        "cpus": itype.cpus,
+                        "memory_mb": itype.memory_mb,
+                        "disk_gb": itype.disk_gb,
+                    }
+                )
+        return rows
