@@ -18,6 +18,9 @@ description:
     name (at most 15 characters) and, if set, a valid C(public_interface) name; no two
     clusters' subnets overlap; every cluster used by a node controller has exactly one
     cluster controller and at least one storage controller."
+  - "Elastic IP pools: a cluster's C(public_ips), if set, is an IPv4 CIDR (C(198.51.100.0/28),
+    its host addresses) or an inclusive range C(A-B); it needs C(public_interface); it
+    overlaps no cluster's subnet and no other cluster's pool."
 options:
   groups:
     description: The inventory's groups, i.e. the C(groups) magic variable (group -> hosts).
@@ -206,6 +209,30 @@ def check_clusters(clusters: dict, errors: list[str]) -> dict[str, ipaddress.IPv
                     f"cluster {name}: cloud_clusters.{name}.public_interface {public!r} {problem}"
                 )
 
+    pools = {}
+    for name, spec in clusters.items():
+        if isinstance(spec, dict) and spec.get("public_ips"):
+            pool = pool_of(name, spec, errors)
+            if pool is not None:
+                pools[name] = pool
+    for name, (first, last) in pools.items():
+        value = clusters[name]["public_ips"]
+        for other, net in networks.items():
+            if first <= net.broadcast_address and net.network_address <= last:
+                errors.append(
+                    f"cluster {name}: cloud_clusters.{name}.public_ips {value!r} overlaps "
+                    f"cloud_clusters.{other}.subnet {net} (elastic IPs are public addresses)"
+                )
+    names = list(pools)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            if pools[a][0] <= pools[b][1] and pools[b][0] <= pools[a][1]:
+                errors.append(
+                    f"clusters {a} and {b}: cloud_clusters.{a}.public_ips "
+                    f"{clusters[a]['public_ips']!r} overlaps cloud_clusters.{b}.public_ips "
+                    f"{clusters[b]['public_ips']!r}"
+                )
+
     names = list(networks)
     for i, a in enumerate(names):
         for b in names[i + 1 :]:
@@ -215,6 +242,48 @@ def check_clusters(clusters: dict, errors: list[str]) -> dict[str, ipaddress.IPv
                     f"cloud_clusters.{b}.subnet {networks[b]}"
                 )
     return networks
+
+
+def pool_of(
+    name: str, spec: dict, errors: list[str]
+) -> tuple[ipaddress.IPv4Address, ipaddress.IPv4Address] | None:
+    """(first, last) address of the cluster's elastic IP pool, or None after an error."""
+    var = f"cloud_clusters.{name}.public_ips"
+    text = spec["public_ips"]
+    if not spec.get("public_interface"):
+        errors.append(
+            f"cluster {name}: {var} {text!r} needs public_interface (the CC holds the elastic "
+            "IPs on it)"
+        )
+        return None
+    wrong = (
+        f"cluster {name}: {var} {text!r} is not an IPv4 CIDR (like 198.51.100.0/28) or "
+        "range (like 198.51.100.10-198.51.100.20)"
+    )
+    if not isinstance(text, str):
+        errors.append(wrong)
+        return None
+    try:
+        if "-" in text:
+            first, last = (ipaddress.IPv4Address(p.strip()) for p in text.split("-", 1))
+        elif "/" in text:
+            net = ipaddress.IPv4Network(text.strip(), strict=False)
+        else:
+            raise ValueError(text)
+    except ValueError:
+        errors.append(wrong)
+        return None
+    if "-" in text:
+        if last < first:
+            errors.append(f"cluster {name}: {var} {text!r} ends before it starts")
+            return None
+        return first, last
+    if str(net) != text.strip():
+        errors.append(f"cluster {name}: {var} {text!r} has host bits set (the network is {net})")
+        return None
+    if net.prefixlen >= 31:  # /31 and /32: every address is a host address
+        return net[0], net[-1]
+    return net[1], net[-2]
 
 
 def subnet_of(name: str, subnet: object, errors: list[str]) -> ipaddress.IPv4Network | None:

@@ -210,6 +210,82 @@ FAILURES = [
         ],
     ),
     (
+        "elastic IP pool without public_interface",
+        case(clusters=lambda c: c["zone-a"].update(public_ips="198.51.100.0/28")),
+        [
+            (
+                "cluster zone-a: cloud_clusters.zone-a.public_ips '198.51.100.0/28' needs "
+                "public_interface (the CC holds the elastic IPs on it)"
+            )
+        ],
+    ),
+    (
+        "elastic IP pool not an address",
+        case(clusters=lambda c: c["zone-b"].update(public_ips="public")),
+        [
+            (
+                "cluster zone-b: cloud_clusters.zone-b.public_ips 'public' is not an IPv4 CIDR "
+                "(like 198.51.100.0/28) or range (like 198.51.100.10-198.51.100.20)"
+            )
+        ],
+    ),
+    (
+        "elastic IP pool IPv6",
+        case(clusters=lambda c: c["zone-b"].update(public_ips="2001:db8::/64")),
+        [
+            (
+                "cluster zone-b: cloud_clusters.zone-b.public_ips '2001:db8::/64' is not an IPv4 "
+                "CIDR (like 198.51.100.0/28) or range (like 198.51.100.10-198.51.100.20)"
+            )
+        ],
+    ),
+    (
+        "elastic IP pool with host bits",
+        case(clusters=lambda c: c["zone-b"].update(public_ips="198.51.100.5/28")),
+        [
+            (
+                "cluster zone-b: cloud_clusters.zone-b.public_ips '198.51.100.5/28' has host bits "
+                "set (the network is 198.51.100.0/28)"
+            )
+        ],
+    ),
+    (
+        "elastic IP range backwards",
+        case(clusters=lambda c: c["zone-b"].update(public_ips="198.51.100.9-198.51.100.2")),
+        [
+            (
+                "cluster zone-b: cloud_clusters.zone-b.public_ips '198.51.100.9-198.51.100.2' "
+                "ends before it starts"
+            )
+        ],
+    ),
+    (
+        "elastic IP pool inside a cluster subnet",
+        case(clusters=lambda c: c["zone-b"].update(public_ips="172.31.0.200-172.31.0.210")),
+        [
+            (
+                "cluster zone-b: cloud_clusters.zone-b.public_ips '172.31.0.200-172.31.0.210' "
+                "overlaps cloud_clusters.zone-a.subnet 172.31.0.0/24 (elastic IPs are public "
+                "addresses)"
+            )
+        ],
+    ),
+    (
+        "elastic IP pools of two zones overlap",
+        case(
+            clusters=lambda c: (
+                c["zone-a"].update(public_interface="eth0", public_ips="198.51.100.0/28"),
+                c["zone-b"].update(public_ips="198.51.100.14-198.51.100.20"),
+            )
+        ),
+        [
+            (
+                "clusters zone-a and zone-b: cloud_clusters.zone-a.public_ips '198.51.100.0/28' "
+                "overlaps cloud_clusters.zone-b.public_ips '198.51.100.14-198.51.100.20'"
+            )
+        ],
+    ),
+    (
         "two CCs in one cluster",
         case(hosts=lambda h: h["cc2"].update(cloud_cluster="zone-a")),
         [
@@ -279,6 +355,21 @@ def test_cloud_in_a_box():
     errors, _, summary = precheck.check_cloud(groups, hosts, clusters)
     assert errors == []
     assert summary["zone-a"]["cc"] == summary["zone-a"]["nc"] == ["box"]
+
+
+def test_elastic_ip_pools():
+    """Pools as CIDR or range, adjacent but not overlapping, beside zones without a pool."""
+    groups, hosts, clusters = case()
+    clusters["zone-a"].update(public_interface="eth1", public_ips="198.51.100.0/28")
+    clusters["zone-b"]["public_ips"] = "198.51.100.15-198.51.100.40"  # .15 is /28's broadcast
+    assert precheck.check_cloud(groups, hosts, clusters)[0] == []
+    clusters["zone-b"]["public_ips"] = "198.51.100.14-198.51.100.40"
+    assert precheck.check_cloud(groups, hosts, clusters)[0] == [
+        (
+            "clusters zone-a and zone-b: cloud_clusters.zone-a.public_ips '198.51.100.0/28' "
+            "overlaps cloud_clusters.zone-b.public_ips '198.51.100.14-198.51.100.40'"
+        )
+    ]
 
 
 def test_cluster_without_nc_is_a_warning():
