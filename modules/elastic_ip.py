@@ -216,6 +216,8 @@ class ElasticIp:
     def held_addresses(self) -> list[dict]:
         """The interface's IPv4 addresses as ip -j addr_info entries (fails if it is missing)."""
         links = self.ip.json("addr", "show", "dev", self.iface, missing_ok=True)
+        if not links and self.state == "absent":
+            return []  # the interface is gone, and its addresses with it
         if not links:
             self.module.fail_json(
                 msg=f"public_interface {self.iface} is not an interface of this host"

@@ -341,6 +341,9 @@ def test_refuses_bad_input(tmp_path, lab):
     res = eip(tmp_path, lab, public_ip=PUB, private_ip=INST["inst1"], public_interface="nosuch0")
     assert res["failed"] is True
     assert res["msg"] == "public_interface nosuch0 is not an interface of this host"
+    # absent does not need the interface (the cc role's reset, after the NIC is gone)
+    res = ok(eip(tmp_path, lab, public_ip=PUB, public_interface="nosuch0", state="absent"))
+    assert res["changed"] is False
     res = eip(tmp_path, lab, public_ip=PUB)
     assert res["failed"] is True
     assert res["msg"] == f"private_ip is required to associate {PUB} (state=present)"
