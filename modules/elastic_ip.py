@@ -256,6 +256,15 @@ class ElasticIp:
                 self.module.run_command([binary, "-D", match, pub])
 
     def apply(self) -> dict:
+        """Read, compare and change under one lock: runs at once (several cloudctl
+        operations on one CC) would otherwise race on the chains, jumps and rules."""
+        if self.module.check_mode:
+            return self.converge()
+        with open(LOCK_FILE, "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return self.converge()
+
+    def converge(self) -> dict:
         module = self.module
         present = self.state == "present"
         lines = self.nat_lines()
@@ -296,27 +305,25 @@ class ElasticIp:
 
         changed = bool(stale or missing or fixes or add_address or remove_address or drop_others)
         if changed and not module.check_mode:
-            with open(LOCK_FILE, "w") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)  # chain creation and jump moves race otherwise
-                have = {ln.split()[1] for ln in self.nat_lines() if ln.startswith("-N ")}
-                for chain in (PRE, POST):
-                    if present and chain not in have:
-                        self.run(["-t", "nat", "-N", chain])
-                for line in stale:
-                    self.run(["-t", "nat", "-D", *shlex.split(line)[1:]])
-                for line in missing:
-                    self.run(["-t", "nat", *shlex.split(line)])
-                for _, args in jump_fixes(self.nat_lines()) if fixes else []:
-                    self.run(["-t", "nat", *args])
-                for pub in drop_others:
-                    self.ip.run("addr", "del", f"{pub}/32", "dev", self.iface)
-                if add_address:
-                    self.ip.run("addr", "add", f"{self.pub}/32", "dev", self.iface)
-                if remove_address:
-                    self.ip.run("addr", "del", f"{self.pub}/32", "dev", self.iface)
-                moved = [self.pub] if before_priv and before_priv != self.priv else []
-                if stale:
-                    self.flush_conntrack(moved + others)
+            have = {ln.split()[1] for ln in lines if ln.startswith("-N ")}
+            for chain in (PRE, POST):
+                if present and chain not in have:
+                    self.run(["-t", "nat", "-N", chain])
+            for line in stale:
+                self.run(["-t", "nat", "-D", *shlex.split(line)[1:]])
+            for line in missing:
+                self.run(["-t", "nat", *shlex.split(line)])
+            for _, args in fixes:
+                self.run(["-t", "nat", *args])
+            for pub in drop_others:
+                self.ip.run("addr", "del", f"{pub}/32", "dev", self.iface)
+            if add_address:
+                self.ip.run("addr", "add", f"{self.pub}/32", "dev", self.iface)
+            if remove_address:
+                self.ip.run("addr", "del", f"{self.pub}/32", "dev", self.iface)
+            moved = [self.pub] if before_priv and before_priv != self.priv else []
+            if stale:
+                self.flush_conntrack(moved + others)
 
         if present and self.forward_policy() != "ACCEPT":
             module.warn(

@@ -17,6 +17,7 @@ import secrets
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from modhelpers import needs_root, ns_ip_json, run_module
@@ -328,6 +329,27 @@ def test_one_address_per_instance_and_jump_order(tmp_path, lab):
     assert post.count("-A POSTROUTING -j CLOUD-EIP-POST") == 1
     assert lab.reach("inst1", CLIENT, CLIENT_PORT) == f"client {PUB2}"
     assert others(lab.nat()) == OTHER_RULES
+
+
+def test_concurrent_runs_on_a_fresh_cc(tmp_path, lab):
+    """Two associations at once, before the chains exist: the lock keeps them apart."""
+    with ThreadPoolExecutor(2) as pool:
+        runs = [
+            pool.submit(eip, tmp_path, lab, public_ip=pub, private_ip=INST[name], instance=name)
+            for pub, name in ((PUB, "inst1"), (PUB2, "inst2"))
+        ]
+        for run in runs:
+            assert ok(run.result())["changed"] is True
+    nat = lab.nat()
+    for jump in (
+        "-A PREROUTING -j CLOUD-EIP-PRE",
+        "-A OUTPUT -j CLOUD-EIP-PRE",
+        "-A POSTROUTING -j CLOUD-EIP-POST",
+    ):
+        assert nat.count(jump) == 1
+    assert len([ln for ln in nat if "cloud-eip" in ln]) == 4
+    assert lab.reach("client", PUB, expect="inst1") == f"inst1 {CLIENT}"
+    assert lab.reach("client", PUB2, expect="inst2") == f"inst2 {CLIENT}"
 
 
 def test_refuses_bad_input(tmp_path, lab):
