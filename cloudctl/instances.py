@@ -21,8 +21,11 @@ from typing import Any
 
 import netaddr
 
+from cloudctl import groups as sg
 from cloudctl import images as images_service
 from cloudctl import walrus
+from cloudctl.addresses import TABLE as ADDRESSES
+from cloudctl.addresses import address_view
 from cloudctl.errors import CapacityError, InputError, NotFound
 from cloudctl.identity import current_owner
 from cloudctl.ids import InstanceState, new_id, parse_id, require_transition
@@ -104,6 +107,7 @@ class Instances(CloudService):
         zone: str | None = None,
         keypair: str | None = None,
         user_data: bytes | None = None,
+        groups: Iterable[str] = (),
         check: bool = False,
         progress: ProgressCallback | None = None,
     ) -> LaunchResult:
@@ -124,6 +128,8 @@ class Instances(CloudService):
         try:
             with self.store.transaction() as tx:
                 table = tx.table(TABLE)
+                group_ids = sorted({sg.resolve(tx, g)["id"] for g in groups or [sg.DEFAULT]})
+                rules_before = sg.all_effective_rules(tx)
                 free = free_resources(cluster.nodes, table.all(), config.instance_types)
                 sched = tx.table(SCHEDULER).get(zone) or {}
                 nodes = place(free, itype, count, config.scheduling_policy, sched.get("last_node"))
@@ -155,21 +161,24 @@ class Instances(CloudService):
                                 "private_ip": str(ip),
                                 "mac": mac,
                                 "keypair": keypair,
+                                "groups": group_ids,
                                 "state": _S.PENDING.value,
                                 "reason": "",
                             }
                         )
                     )
+                # The new members may widen other instances' source-group rules.
+                firewalls = sg.changed_firewalls(tx, rules_before, sg.all_effective_rules(tx))
                 if check:
-                    raise _Rollback(records)
+                    raise _Rollback(records, firewalls)
                 _save_last_node(tx, zone, nodes[-1])
         except _Rollback as planned:
-            records = planned.records
+            records, firewalls = planned.records, planned.firewalls
         except PoolExhausted as exc:
             raise CapacityError(f"zone {zone}: no free private address ({exc})") from None
 
-        extravars = self._run_vars(records, emi, public_keys, user_text)
-        hosts = sorted({cluster.cc, *(r["node"] for r in records)})
+        extravars = self._run_vars(records, emi, public_keys, user_text, firewalls)
+        hosts = sorted({cluster.cc, *(h["node"] for h in [*records, *firewalls])})
         result = run_playbook(
             self.settings,
             RUN_PLAYBOOK,
@@ -196,16 +205,18 @@ class Instances(CloudService):
         for r in failed:
             failure = failures.get(r["node"]) or failures.get(r["cc"])
             reasons[r["id"]] = str(failure) if failure else (result.error or "launch failed")
-        if failed:
-            self._cleanup_hosts(failed)
         with self.store.transaction() as tx:
             table = tx.table(TABLE)
+            rules_before = sg.all_effective_rules(tx)
             for r in ok:
                 table.update(r["id"], state=_S.RUNNING.value, event=event)
             for r in failed:
                 table.update(r["id"], state=_S.FAILED.value, reason=reasons[r["id"]], event=event)
                 _release(tx, r)
             final = [table.get(r["id"]) for r in records]
+            firewalls = sg.changed_firewalls(tx, rules_before, sg.all_effective_rules(tx))
+        if failed:
+            self._cleanup_hosts(failed, firewalls)
         cache = [
             {
                 "node": t.host,
@@ -218,13 +229,16 @@ class Instances(CloudService):
             result.raise_for_failures()
         return LaunchResult(final, event, cache)
 
-    def _cleanup_hosts(self, records: list[dict[str, Any]]) -> None:
+    def _cleanup_hosts(self, records: list[dict[str, Any]], firewalls: list[dict]) -> None:
         """Remove whatever a failed launch left on the hosts (best effort)."""
-        hosts = sorted({h for r in records for h in (r["node"], r["cc"])})
+        hosts = sorted({*(r["cc"] for r in records), *(h["node"] for h in [*records, *firewalls])})
         run_playbook(
             self.settings,
             TERMINATE_PLAYBOOK,
-            extravars={"cloud_instances": [_host_view(r) for r in records]},
+            extravars={
+                "cloud_instances": [_host_view(r) for r in records],
+                "cloud_firewalls": firewalls,
+            },
             limit=",".join(hosts),
             operation="instance-cleanup",
         )
@@ -235,6 +249,7 @@ class Instances(CloudService):
         emi: Mapping[str, Any],
         public_keys: list[str],
         user_data: str,
+        firewalls: list[dict[str, Any]],
     ) -> dict[str, Any]:
         parts = {"image": emi}
         for kind, key in (("kernel", "kernel_id"), ("ramdisk", "ramdisk_id")):
@@ -267,7 +282,11 @@ class Instances(CloudService):
                     "user_data": user_data,
                 }
             )
-        return {"cloud_nodes": nodes, "cloud_instances": [_host_view(r) for r in records]}
+        return {
+            "cloud_nodes": nodes,
+            "cloud_instances": [_host_view(r) for r in records],
+            "cloud_firewalls": firewalls,  # applied before the new instances start
+        }
 
     def _machine_image(self, image_id: str) -> dict[str, Any]:
         emi = self._image(parse_id(image_id, "image"))
@@ -295,6 +314,7 @@ class Instances(CloudService):
         ids = [parse_id(i, "instance") for i in instance_ids]
         with self.store.transaction() as tx:
             table = tx.table(TABLE)
+            rules_before = sg.all_effective_rules(tx)
             records = []
             for iid in ids:
                 record = table.get(iid)
@@ -304,11 +324,15 @@ class Instances(CloudService):
                     continue
                 require_transition("instance", record["state"], _S.SHUTTING_DOWN, iid)
                 records.append(table.update(iid, state=_S.SHUTTING_DOWN.value))
+            gone = {r["id"] for r in records}
             volumes = [
                 v
                 for v in tx.table("volumes").all()
-                if (v.get("attachment") or {}).get("instance") in {r["id"] for r in records}
+                if (v.get("attachment") or {}).get("instance") in gone
             ]
+            addresses = [a for a in tx.table(ADDRESSES).all() if a.get("instance") in gone]
+            # Members leaving narrow other instances' source-group rules.
+            firewalls = sg.changed_firewalls(tx, rules_before, sg.all_effective_rules(tx))
         if not records:
             return [self.get(i) for i in ids]
         by_instance: dict[str, list[dict[str, Any]]] = {}
@@ -317,11 +341,15 @@ class Instances(CloudService):
                 {"volume": v["id"], "node": v["attachment"]["node"]}
             )
         views = [{**_host_view(r), "volumes": by_instance.get(r["id"], [])} for r in records]
-        hosts = sorted({h for r in records for h in (r["node"], r["cc"])})
+        hosts = sorted({*(r["cc"] for r in records), *(h["node"] for h in [*records, *firewalls])})
         result = run_playbook(
             self.settings,
             TERMINATE_PLAYBOOK,
-            extravars={"cloud_instances": views},
+            extravars={
+                "cloud_instances": views,
+                "cloud_firewalls": firewalls,
+                "cloud_addresses": [address_view(a) for a in addresses],
+            },
             limit=",".join(hosts),
             progress=progress,
             operation="instance-terminate",
@@ -339,6 +367,9 @@ class Instances(CloudService):
                 _release(tx, r)
                 for v in by_instance.get(r["id"], []):
                     tx.table("volumes").update(v["volume"], state="available", attachment=None)
+                for a in addresses:
+                    if a["instance"] == r["id"]:
+                        tx.table(ADDRESSES).update(a["id"], instance=None, private_ip=None)
         result.raise_for_failures()
         return [self.get(i) for i in ids]
 
@@ -405,8 +436,9 @@ class Instances(CloudService):
 class _Rollback(Exception):
     """Leaves a transaction without committing (check mode plans but records nothing)."""
 
-    def __init__(self, records: list[dict[str, Any]]) -> None:
+    def __init__(self, records: list[dict[str, Any]], firewalls: list[dict[str, Any]]) -> None:
         self.records = records
+        self.firewalls = firewalls
         super().__init__("check mode")
 
 
@@ -431,6 +463,7 @@ def _host_view(record: Mapping[str, Any]) -> dict[str, Any]:
         "zone": record["zone"],
         "mac": record["mac"],
         "ip": record["private_ip"],
+        "tap": sg.tap_name(record["id"]),
     }
 
 

@@ -39,6 +39,13 @@ def instance() -> None:
     default=None,
     help="User data for the instance (a script or #cloud-config, at most 16 KiB).",
 )
+@click.option(
+    "--group",
+    "groups",
+    multiple=True,
+    metavar="NAME|ID",
+    help="Security group (repeatable; default: the group named default).",
+)
 @click.option("--check", is_flag=True, help="Dry run: show what would change on which host.")
 @output_option
 @pass_context
@@ -50,6 +57,7 @@ def run(
     zone: str | None,
     keypair: str | None,
     user_data_file: Path | None,
+    groups: tuple[str, ...],
     check: bool,
     output: str | None,
 ) -> None:
@@ -64,7 +72,7 @@ def run(
     with task_progress("Launching", None) as progress:
         result = service.run(
             image_id, type_name, count=count, zone=zone, keypair=keypair,
-            user_data=user_data, check=check, progress=progress,
+            user_data=user_data, groups=groups, check=check, progress=progress,
         )  # fmt: skip
     if result.check is not None:
         echo_check(result.check, obj.output_format(output))

@@ -14,6 +14,7 @@ from cloudctl.cli.event import event
 from cloudctl.cli.image import image
 from cloudctl.cli.instance import instance
 from cloudctl.cli.keypair import keypair
+from cloudctl.cli.network import address, group, zone
 from cloudctl.cli.output import FORMATS
 from cloudctl.cli.service import service
 from cloudctl.cli.volume import snapshot, volume
@@ -67,5 +68,8 @@ cli.add_command(service)
 cli.add_command(instance)
 cli.add_command(volume)
 cli.add_command(snapshot)
+cli.add_command(group)
+cli.add_command(address)
+cli.add_command(zone)
 cli.add_command(image)
 cli.add_command(event)

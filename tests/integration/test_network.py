@@ -1,0 +1,281 @@
+"""End to end: security groups, elastic IPs, two zones and anti-spoofing, with real guests.
+
+Two lab hosts: nw-a (CLC, Walrus, and zone-a's CC/SC/NC, with a public interface) and nw-b
+(zone-b's CC/SC/NC). A client network namespace made by this test sits on nw-a's public
+side (198.51.100.0/24) and knows nothing of the instance subnets: it reaches instances only
+through elastic IPs. The tests of this file run in order and share the cloud.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import PROJECT, labhost
+from tests.integration.test_runtime import guest_ssh
+
+pytestmark = pytest.mark.integration
+HOST_A, HOST_B = "nw-a", "nw-b"
+PUBLIC_GW, CLIENT_IP, POOL = "198.51.100.1", "198.51.100.254", "198.51.100.16/28"
+DEADLINE = 300
+
+GROUP_VARS = {
+    "ansible_python_interpreter": "/usr/bin/python3",
+    "cloud_name": "nw",
+    "cloud_service_manager": "auto",
+    "nc_max_cores": 8,
+    "cloud_clusters": {
+        "zone-a": {"subnet": "172.31.0.0/24", "bridge": "cloudbr0",
+                   "public_interface": "pub0", "public_ips": POOL},
+        "zone-b": {"subnet": "172.31.1.0/24", "bridge": "cloudbr1", "public_interface": ""},
+    },
+}  # fmt: skip
+HOSTS = {
+    "all": {
+        "hosts": {HOST_A: {"cloud_cluster": "zone-a"}, HOST_B: {"cloud_cluster": "zone-b"}},
+        "children": {
+            "clc": {"hosts": {HOST_A: None}},
+            "walrus": {"hosts": {HOST_A: None}},
+            "cc": {"hosts": {HOST_A: None, HOST_B: None}},
+            "sc": {"hosts": {HOST_A: None, HOST_B: None}},
+            "nc": {"hosts": {HOST_A: None, HOST_B: None}},
+        },
+    }
+}
+
+
+class Cloud:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.inventory = workdir / "inventory"
+        self.home = workdir / "cloudctl-home"
+        self.client_ns = f"cloudtest-pub-{secrets.token_hex(3)}"
+        self.ids: dict = {}
+
+    def cloudctl(self, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
+        env = dict(os.environ, CLOUDCTL_HOME=str(self.home))
+        env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+        env.pop("CLOUDCTL_CONFIG", None)
+        proc = subprocess.run(
+            [str(Path(sys.executable).parent / "cloudctl"), "--inventory", str(self.inventory),
+             *args],
+            capture_output=True, text=True, env=env, timeout=1800, check=False,
+        )  # fmt: skip
+        if ok:
+            assert proc.returncode == 0, f"cloudctl {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
+        assert "Traceback" not in proc.stderr
+        return proc
+
+    def json(self, *args: str):
+        return json.loads(self.cloudctl("-o", "json", *args).stdout)
+
+    def in_host(self, host: str, *command: str) -> subprocess.CompletedProcess:
+        info = labhost.load_info(host)
+        return subprocess.run(
+            ["nsenter", "-t", str(info["sshd_pid"]), "-m", "-u", "-n", "--", *command],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+
+    def from_client(self, *command: str, timeout: int = 30) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["ip", "netns", "exec", self.client_ns, *command],
+            capture_output=True, text=True, timeout=timeout, check=False,
+        )  # fmt: skip
+
+    def client_ssh(self, ip: str, command: str = "hostname") -> subprocess.CompletedProcess:
+        return self.from_client(
+            "ssh", "-i", str(self.workdir / "k.pem"), "-o", "StrictHostKeyChecking=no",
+            "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=4", "-o", "BatchMode=yes",
+            f"root@{ip}", command,
+        )  # fmt: skip
+
+    def client_ping(self, ip: str) -> bool:
+        return self.from_client("ping", "-c", "1", "-W", "2", ip).returncode == 0
+
+    def guest(self, host: str, ip: str, command: str) -> str:
+        """A command in a guest, through its lab host as a jump host (retried until booted)."""
+        deadline = time.monotonic() + DEADLINE
+        last = None
+        while time.monotonic() < deadline:
+            try:
+                return guest_ssh(labhost.load_info(host), ip, self.workdir / "k.pem", command)
+            except Exception as exc:  # noqa: BLE001 (any SSH failure: the guest is booting)
+                last = exc
+                time.sleep(2)  # poll interval
+        pytest.fail(f"no SSH to {ip} via {host} within {DEADLINE}s: {last!r}")
+
+
+def eventually(check, what: str, deadline_s: float = 60) -> None:
+    """Poll `check` until it is true (rules apply within one operation; guests need a moment)."""
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(1)  # poll interval
+    pytest.fail(f"not within {deadline_s}s: {what}")
+
+
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory):
+    for host in (HOST_A, HOST_B):
+        labhost.destroy(host)
+    c = Cloud(tmp_path_factory.mktemp("network"))
+    src = c.workdir / "inventory-src"
+    (src / "group_vars").mkdir(parents=True)
+    (src / "hosts.yml").write_text(yaml.safe_dump(HOSTS))
+    (src / "group_vars" / "all.yml").write_text(yaml.safe_dump(GROUP_VARS))
+    try:
+        for host in (HOST_A, HOST_B):
+            labhost.create(host)
+        labhost.write_inventory([HOST_A, HOST_B], src, c.inventory)
+        # nw-a's public side: a veth to the client namespace.
+        netns_a = labhost.netns_of(HOST_A)
+        subprocess.run(["ip", "netns", "add", c.client_ns], check=True)
+        for cmd in (
+            ["ip", "link", "add", "pub0", "netns", netns_a, "type", "veth",
+             "peer", "name", "cl0", "netns", c.client_ns],
+            ["ip", "-n", netns_a, "addr", "add", f"{PUBLIC_GW}/24", "dev", "pub0"],
+            ["ip", "-n", netns_a, "link", "set", "pub0", "up"],
+            ["ip", "-n", c.client_ns, "addr", "add", f"{CLIENT_IP}/24", "dev", "cl0"],
+            ["ip", "-n", c.client_ns, "link", "set", "cl0", "up"],
+            ["ip", "-n", c.client_ns, "link", "set", "lo", "up"],
+        ):  # fmt: skip
+            subprocess.run(cmd, check=True)
+        subprocess.run([sys.executable, str(PROJECT / "scripts" / "build-test-image.py")],
+                       check=True)  # fmt: skip
+        yield c
+    finally:
+        for host in (HOST_A, HOST_B):
+            labhost.destroy(host)
+        subprocess.run(["ip", "netns", "del", c.client_ns], check=False)
+
+
+def test_deploy_two_zones_and_launch(cloud):
+    cloud.cloudctl("deploy")
+    cloud.cloudctl("keypair", "create", "k", "--output-file", str(cloud.workdir / "k.pem"))
+    images = PROJECT / ".cache" / "test-image"
+    disk = cloud.workdir / "root.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "64M"], check=True)
+    rows = cloud.json("image", "register", "tiny", "--file", str(disk),
+                      "--kernel", str(images / "vmlinuz"), "--ramdisk", str(images / "initrd.img"))  # fmt: skip
+    emi = next(r["id"] for r in rows if r["kind"] == "machine")
+    cloud.cloudctl("group", "create", "web")
+    cloud.cloudctl("group", "create", "db")
+    web = cloud.json("instance", "run", "--image", emi, "--keypair", "k", "--group", "web")[0]
+    db = cloud.json("instance", "run", "--image", emi, "--keypair", "k", "--group", "db")[0]
+    far = cloud.json("instance", "run", "--image", emi, "--keypair", "k", "--zone", "zone-b")[0]
+    assert (web["node"], db["node"], far["node"]) == (HOST_A, HOST_A, HOST_B)
+    assert far["zone"] == "zone-b" and far["private_ip"].startswith("172.31.1.")
+    cloud.ids.update(emi=emi, web=web, db=db, far=far)
+    # All three boot (reached through their lab hosts, inside the cloud's networks).
+    for inst in (web, db, far):
+        host = HOST_B if inst is far else HOST_A
+        assert cloud.guest(host, inst["private_ip"], "hostname").strip() == inst["id"]
+
+
+def test_zone_list_verbose_counts_what_runs(cloud):
+    rows = cloud.json("zone", "list", "--verbose")
+    zones = [r["zone"] for r in rows if not r["zone"].startswith("|-")]
+    assert zones == ["zone-a", "zone-b"]
+    small = [r for r in rows if r["zone"] == "|- m1.small"]
+    assert [(r["free"], r["max"]) for r in small] == [(6, 8), (7, 8)]
+
+
+def test_elastic_ip_and_security_group_rules(cloud):
+    web = cloud.ids["web"]
+    address = cloud.json("address", "allocate")[0]
+    eip = address["public_ip"]
+    cloud.ids["eip"] = eip
+    cloud.json("address", "associate", eip, "--instance", web["id"])
+    assert cloud.client_ssh(eip).returncode != 0  # the group allows nothing yet
+    assert not cloud.client_ping(eip)
+
+    cloud.json("group", "authorize", "web", "--protocol", "tcp", "--port", "22",
+               "--cidr", "0.0.0.0/0")  # fmt: skip
+    eventually(lambda: cloud.client_ssh(eip).stdout.strip() == web["id"], "SSH after authorize")
+    # Inbound is only DNAT'd: the instance sees the client's own address.
+    seen = cloud.client_ssh(eip, "echo $SSH_CLIENT").stdout.split()
+    assert seen and seen[0] == CLIENT_IP
+
+    cloud.json("group", "revoke", "web", "--protocol", "tcp", "--port", "22",
+               "--cidr", "0.0.0.0/0")  # fmt: skip
+    assert cloud.client_ssh(eip).returncode != 0  # on the still-running instance
+
+    cloud.json("group", "authorize", "web", "--protocol", "icmp", "--cidr", "198.51.100.0/24")
+    eventually(lambda: cloud.client_ping(eip), "ping after the icmp rule")
+    cloud.json("group", "revoke", "web", "--protocol", "icmp", "--cidr", "198.51.100.0/24")
+    assert not cloud.client_ping(eip)
+
+    cloud.json("group", "authorize", "web", "--protocol", "icmp", "--cidr", "198.51.100.0/24")
+    eventually(lambda: cloud.client_ping(eip), "ping after the icmp rule, again")
+    cloud.json("address", "disassociate", eip)
+    assert not cloud.client_ping(eip)
+
+
+def test_source_group_rule(cloud):
+    web, db = cloud.ids["web"], cloud.ids["db"]
+    probe = f"nc -w 3 {db['private_ip']} 22 </dev/null | head -c 4; echo"
+    assert cloud.guest(HOST_A, web["private_ip"], probe).strip() == ""
+    cloud.json("group", "authorize", "db", "--protocol", "tcp", "--port", "22",
+               "--source-group", "web")  # fmt: skip
+    assert cloud.guest(HOST_A, web["private_ip"], probe).strip() == "SSH-"
+
+
+def test_a_spoofing_guest_reaches_nothing(cloud):
+    web, db = cloud.ids["web"], cloud.ids["db"]
+    mine, theirs = web["private_ip"], db["private_ip"]
+    gateway = "172.31.0.1"
+    # Control: from its own address the guest reaches the gateway.
+    assert "REACHED" in cloud.guest(
+        HOST_A, mine, f"ping -c 2 -W 2 {gateway} >/dev/null && echo REACHED || echo BLOCKED"
+    )
+    script = (
+        f"ip addr add {theirs}/24 dev eth0; ip addr del {mine}/24 dev eth0; "
+        f"if ping -c 3 -W 2 {gateway} >/dev/null; then r=REACHED; else r=BLOCKED; fi; "
+        f"ip addr add {mine}/24 dev eth0; ip addr del {theirs}/24 dev eth0; "
+        f"ip route add default via {gateway}; echo $r > /tmp/spoof"
+    )
+    cloud.guest(
+        HOST_A, mine, f"rm -f /tmp/spoof; setsid sh -c '{script}' </dev/null >/dev/null 2>&1 &"
+    )
+    eventually(lambda: cloud.guest(HOST_A, mine, "cat /tmp/spoof 2>/dev/null; true").strip()
+               in ("REACHED", "BLOCKED"), "the spoofing script", 120)  # fmt: skip
+    assert cloud.guest(HOST_A, mine, "cat /tmp/spoof").strip() == "BLOCKED"
+
+
+def test_volume_of_zone_a_does_not_attach_in_zone_b(cloud):
+    vol = cloud.json("volume", "create", "--size", "1", "--zone", "zone-a")[0]
+    state = cloud.home / "state.json"
+    before = state.read_bytes()
+    refused = cloud.cloudctl("volume", "attach", vol["id"], "--instance", cloud.ids["far"]["id"],
+                             ok=False)  # fmt: skip
+    assert refused.returncode == 2
+    assert "zone" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    assert state.read_bytes() == before
+    cloud.json("volume", "delete", vol["id"])
+
+
+def test_terminate_removes_chains_reservations_and_nat(cloud):
+    ids = [cloud.ids[k]["id"] for k in ("web", "db", "far")]
+    cloud.json("address", "associate", cloud.ids["eip"], "--instance", ids[0])
+    cloud.json("instance", "terminate", *ids)
+    for host in (HOST_A, HOST_B):
+        filters = cloud.in_host(host, "iptables-save")
+        assert "cloud-i-" not in filters.stdout and "cloud-o-" not in filters.stdout
+        assert not [line for line in filters.stdout.splitlines() if "vn-" in line]
+        reservations = cloud.in_host(host, "sh", "-c", "cat /etc/cloud/cc/*/hosts/* 2>/dev/null")
+        assert not reservations.stdout.strip()
+    nat = cloud.in_host(HOST_A, "iptables", "-t", "nat", "-S")
+    assert cloud.ids["eip"] not in nat.stdout
+    addresses = cloud.json("address", "list")
+    assert [a["instance"] for a in addresses] == [None]  # still allocated, not associated
+    cloud.cloudctl("address", "release", cloud.ids["eip"])
+    assert cloud.json("address", "list") == []
