@@ -72,9 +72,11 @@ def baseline(workdir: Path) -> float:
     """One ansible_runner.run() of a one-task play against the cloud host."""
     play = workdir / "ping.yml"
     play.write_text("- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.ping:\n")
+    run_dir = workdir / f"run-{time.monotonic_ns()}"
+    run_dir.mkdir()
     seconds, result = timed(
         lambda: ansible_runner.run(
-            private_data_dir=str(workdir / f"run-{time.monotonic_ns()}"),
+            private_data_dir=str(run_dir),
             playbook=str(play),
             inventory=str(LAB / "inventory"),
             envvars={"ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg")},
