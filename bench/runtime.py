@@ -79,7 +79,7 @@ def baseline(workdir: Path) -> float:
             private_data_dir=str(run_dir),
             playbook=str(play),
             inventory=str(LAB / "inventory"),
-            envvars={"ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg")},
+            envvars={"ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg"), "PATH": env()["PATH"]},
             quiet=True,
         )
     )
