@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -548,3 +549,25 @@ def test_turns_bridge_netfilter_on(node):
     assert node.sh(n, "cat", bridge_nf).stdout.strip() == "1"
     assert not node.tcp(B.ns, A.ip, NEGATIVE), "bridged traffic not filtered"
     assert node.module(A)["changed"] is False
+
+
+@integration
+def test_runs_at_once_share_the_dispatch_chains(node):
+    """Two instances' runs at the same time (two cloudctl operations): each keeps its rules
+    and the shared jumps exist once."""
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = list(pool.map(lambda inst: node.module(inst, rules=[TCP_ANY]), INSTANCES))
+    assert all(res["changed"] for res in results)
+    lines = node.filter_lines("iptables")
+    for shared in (
+        "-A FORWARD -j cloud-instances",
+        "-A INPUT -j cloud-antispoof",
+        "-A cloud-instances -j cloud-antispoof",
+    ):
+        assert lines.count(shared) == 1, lines
+    for inst in INSTANCES:
+        assert f"-A cloud-instances -d {inst.ip}/32 -j cloud-i-{inst.hex}" in lines
+        assert (
+            f"-A cloud-antispoof -m physdev --physdev-in {inst.tap} -j cloud-o-{inst.hex}" in lines
+        )
+        assert node.tcp(node.client, inst.ip)
