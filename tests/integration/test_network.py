@@ -8,8 +8,6 @@ through elastic IPs. The tests of this file run in order and share the cloud.
 
 from __future__ import annotations
 
-import json
-import os
 import secrets
 import subprocess
 import sys
@@ -20,12 +18,11 @@ import pytest
 import yaml
 
 from tests.conftest import PROJECT, labhost
-from tests.integration.test_runtime import guest_ssh
+from tests.integration.cloud_client import CloudClient, in_host
 
 pytestmark = pytest.mark.integration
 HOST_A, HOST_B = "nw-a", "nw-b"
 PUBLIC_GW, CLIENT_IP, POOL = "198.51.100.1", "198.51.100.254", "198.51.100.16/28"
-DEADLINE = 300
 
 GROUP_VARS = {
     "ansible_python_interpreter": "/usr/bin/python3",
@@ -52,37 +49,10 @@ HOSTS = {
 }
 
 
-class Cloud:
+class Cloud(CloudClient):
     def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.inventory = workdir / "inventory"
-        self.home = workdir / "cloudctl-home"
+        super().__init__(workdir, "k")
         self.client_ns = f"cloudtest-pub-{secrets.token_hex(3)}"
-        self.ids: dict = {}
-
-    def cloudctl(self, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
-        env = dict(os.environ, CLOUDCTL_HOME=str(self.home))
-        env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
-        env.pop("CLOUDCTL_CONFIG", None)
-        proc = subprocess.run(
-            [str(Path(sys.executable).parent / "cloudctl"), "--inventory", str(self.inventory),
-             *args],
-            capture_output=True, text=True, env=env, timeout=1800, check=False,
-        )  # fmt: skip
-        if ok:
-            assert proc.returncode == 0, f"cloudctl {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
-        assert "Traceback" not in proc.stderr
-        return proc
-
-    def json(self, *args: str):
-        return json.loads(self.cloudctl("-o", "json", *args).stdout)
-
-    def in_host(self, host: str, *command: str) -> subprocess.CompletedProcess:
-        info = labhost.load_info(host)
-        return subprocess.run(
-            ["nsenter", "-t", str(info["sshd_pid"]), "-m", "-u", "-n", "--", *command],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
 
     def from_client(self, *command: str, timeout: int = 30) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -92,25 +62,13 @@ class Cloud:
 
     def client_ssh(self, ip: str, command: str = "hostname") -> subprocess.CompletedProcess:
         return self.from_client(
-            "ssh", "-i", str(self.workdir / "k.pem"), "-o", "StrictHostKeyChecking=no",
+            "ssh", "-i", str(self.key), "-o", "StrictHostKeyChecking=no",
             "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=4", "-o", "BatchMode=yes",
             f"root@{ip}", command,
         )  # fmt: skip
 
     def client_ping(self, ip: str) -> bool:
         return self.from_client("ping", "-c", "1", "-W", "2", ip).returncode == 0
-
-    def guest(self, host: str, ip: str, command: str) -> str:
-        """A command in a guest, through its lab host as a jump host (retried until booted)."""
-        deadline = time.monotonic() + DEADLINE
-        last = None
-        while time.monotonic() < deadline:
-            try:
-                return guest_ssh(labhost.load_info(host), ip, self.workdir / "k.pem", command)
-            except Exception as exc:  # noqa: BLE001 (any SSH failure: the guest is booting)
-                last = exc
-                time.sleep(2)  # poll interval
-        pytest.fail(f"no SSH to {ip} via {host} within {DEADLINE}s: {last!r}")
 
 
 def eventually(check, what: str, deadline_s: float = 60) -> None:
@@ -160,7 +118,7 @@ def cloud(tmp_path_factory):
 
 def test_deploy_two_zones_and_launch(cloud):
     cloud.cloudctl("deploy")
-    cloud.cloudctl("keypair", "create", "k", "--output-file", str(cloud.workdir / "k.pem"))
+    cloud.cloudctl("keypair", "create", "k", "--output-file", str(cloud.key))
     images = PROJECT / ".cache" / "test-image"
     disk = cloud.workdir / "root.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "64M"], check=True)
@@ -268,12 +226,12 @@ def test_terminate_removes_chains_reservations_and_nat(cloud):
     cloud.json("address", "associate", cloud.ids["eip"], "--instance", ids[0])
     cloud.json("instance", "terminate", *ids)
     for host in (HOST_A, HOST_B):
-        filters = cloud.in_host(host, "iptables-save")
+        filters = in_host(host, "iptables-save")
         assert "cloud-i-" not in filters.stdout and "cloud-o-" not in filters.stdout
         assert not [line for line in filters.stdout.splitlines() if "vn-" in line]
-        reservations = cloud.in_host(host, "sh", "-c", "cat /etc/cloud/cc/*/hosts/* 2>/dev/null")
+        reservations = in_host(host, "sh", "-c", "cat /etc/cloud/cc/*/hosts/* 2>/dev/null")
         assert not reservations.stdout.strip()
-    nat = cloud.in_host(HOST_A, "iptables", "-t", "nat", "-S")
+    nat = in_host(HOST_A, "iptables", "-t", "nat", "-S")
     assert cloud.ids["eip"] not in nat.stdout
     addresses = cloud.json("address", "list")
     assert [a["instance"] for a in addresses] == [None]  # still allocated, not associated

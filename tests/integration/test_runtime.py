@@ -11,97 +11,24 @@ The tests of this file run in order and share the cloud.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import time
-from pathlib import Path
 
-import paramiko
 import pytest
 
 from tests.conftest import PROJECT, labhost
+from tests.integration.cloud_client import CloudClient, in_host
 
 pytestmark = pytest.mark.integration
 HOST = "rt-ciab"
-SSH_DEADLINE = 300  # seconds for a TCG guest to boot, DHCP and start dropbear
 MARKER = "cloud-marker-7f3a"
-
-
-class Cloud:
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.inventory = workdir / "inventory"
-        self.home = workdir / "cloudctl-home"
-        self.info: dict = {}
-        self.ids: dict = {}
-
-    def cloudctl(self, *args: str, timeout: int = 1800, ok: bool = True):
-        env = dict(os.environ, CLOUDCTL_HOME=str(self.home))
-        env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
-        env.pop("CLOUDCTL_CONFIG", None)
-        proc = subprocess.run(
-            [str(Path(sys.executable).parent / "cloudctl"), "--inventory", str(self.inventory),
-             *args],
-            capture_output=True, text=True, env=env, timeout=timeout, check=False,
-        )  # fmt: skip
-        if ok:
-            assert proc.returncode == 0, f"cloudctl {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
-            assert "Traceback" not in proc.stderr
-        return proc
-
-    def json(self, *args: str):
-        return json.loads(self.cloudctl("-o", "json", *args).stdout)
-
-    def in_host(self, *command: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            ["nsenter", "-t", str(self.info["sshd_pid"]), "-m", "-u", "-n", "--", *command],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
-
-    def guest(self, ip: str, command: str, deadline_s: float = SSH_DEADLINE) -> str:
-        """Run a command in a guest over SSH with the key pair; retry until the deadline."""
-        deadline = time.monotonic() + deadline_s
-        last = None
-        while time.monotonic() < deadline:
-            try:
-                return guest_ssh(self.info, ip, self.workdir / "k1.pem", command)
-            except (OSError, paramiko.SSHException, EOFError) as exc:
-                last = exc
-                time.sleep(2)  # poll interval, not a wait for an outcome
-        pytest.fail(f"no SSH to {ip} within {deadline_s}s: {last!r}")
-
-
-def guest_ssh(info: dict, ip: str, key: Path, command: str) -> str:
-    jump = paramiko.SSHClient()
-    jump.set_missing_host_key_policy(paramiko.AutoAddPolicy())
-    jump.connect(info["address"], username="root", key_filename=info["key"], timeout=20,
-                 allow_agent=False, look_for_keys=False)  # fmt: skip
-    try:
-        channel = jump.get_transport().open_channel("direct-tcpip", (ip, 22), ("127.0.0.1", 0))
-        guest = paramiko.SSHClient()
-        guest.set_missing_host_key_policy(paramiko.AutoAddPolicy())
-        guest.connect(ip, username="root", pkey=paramiko.Ed25519Key.from_private_key_file(
-            str(key)), sock=channel, timeout=20, banner_timeout=20, auth_timeout=20,
-            allow_agent=False, look_for_keys=False)  # fmt: skip
-        try:
-            _, stdout, stderr = guest.exec_command(command, timeout=60)
-            out = stdout.read().decode()
-            if stdout.channel.recv_exit_status() != 0:
-                raise paramiko.SSHException(f"{command!r} failed: {stderr.read().decode()}")
-            return out
-        finally:
-            guest.close()
-    finally:
-        jump.close()
 
 
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory):
     labhost.destroy(HOST)
-    info = labhost.create(HOST)
-    c = Cloud(tmp_path_factory.mktemp("runtime"))
-    c.info = info
+    labhost.create(HOST)
+    c = CloudClient(tmp_path_factory.mktemp("runtime"), "k1")
     labhost.write_inventory([HOST], PROJECT / "inventory" / "ciab", c.inventory)
     hosts_file = c.inventory / "hosts.yml"
     hosts_file.write_text(hosts_file.read_text().replace("ciab:", f"{HOST}:"))
@@ -119,7 +46,7 @@ def cloud(tmp_path_factory):
 
 def test_deploy_and_register(cloud):
     cloud.cloudctl("deploy")
-    cloud.cloudctl("keypair", "create", "k1", "--output-file", str(cloud.workdir / "k1.pem"))
+    cloud.cloudctl("keypair", "create", "k1", "--output-file", str(cloud.key))
     rows = cloud.json("image", "register", "tiny", "--file", str(cloud.workdir / "root.qcow2"),
                       "--kernel", str(cloud.kernel), "--ramdisk", str(cloud.ramdisk))  # fmt: skip
     kinds = {row["kind"]: row for row in rows}
@@ -136,7 +63,7 @@ def test_check_mode_shows_the_changes_and_records_nothing(cloud):
     assert "Start the instances" in out.stdout and HOST in out.stdout
     assert "Check mode: nothing was changed" in out.stderr
     assert state.read_bytes() == before
-    domains = cloud.in_host("virsh", "-c", "qemu:///system", "list", "--all", "--name")
+    domains = in_host(HOST, "virsh", "-c", "qemu:///system", "list", "--all", "--name")
     assert not domains.stdout.strip()
 
 
@@ -151,7 +78,7 @@ def test_run_two_instances_in_one_command_and_ssh(cloud):
     assert len(runs) == 1  # ONE play for both
     cloud.ids["instances"] = [(i["id"], i["private_ip"]) for i in instances]
     for iid, ip in cloud.ids["instances"]:
-        out = cloud.guest(ip, "hostname; ip -4 -o addr show eth0")
+        out = cloud.guest(HOST, ip, "hostname; ip -4 -o addr show eth0")
         hostname, addr = out.splitlines()[0], out
         assert hostname == iid
         assert f"inet {ip}/" in addr  # the reserved address, by DHCP
@@ -168,10 +95,10 @@ def test_volume_moves_between_instances_with_its_data(cloud):
 
     attached = cloud.json("volume", "attach", vid, "--instance", i1)[0]
     assert attached["state"] == "in-use" and attached["instance"] == i1
-    cloud.guest(ip1, wait_link + f"printf '{MARKER}\\n' > {link} && sync")
+    cloud.guest(HOST, ip1, wait_link + f"printf '{MARKER}\\n' > {link} && sync")
     cloud.json("volume", "detach", vid)
     cloud.json("volume", "attach", vid, "--instance", i2)
-    assert cloud.guest(ip2, wait_link + f"head -c {len(MARKER)} {link}") == MARKER
+    assert cloud.guest(HOST, ip2, wait_link + f"head -c {len(MARKER)} {link}") == MARKER
 
     # Deleting an attached volume is refused and changes nothing.
     refused = cloud.cloudctl("volume", "delete", vid, ok=False)
@@ -191,7 +118,7 @@ def test_snapshot_restores_the_marker(cloud):
     cloud.json("volume", "attach", restored["id"], "--instance", i2)
     link = f"/dev/disk/by-id/virtio-{restored['id']}"
     wait_link = f"i=0; while [ ! -e {link} ] && [ $i -lt 60 ]; do sleep 1; i=$((i+1)); done; "
-    assert cloud.guest(ip2, wait_link + f"head -c {len(MARKER)} {link}") == MARKER
+    assert cloud.guest(HOST, ip2, wait_link + f"head -c {len(MARKER)} {link}") == MARKER
 
 
 def test_second_image_is_downloaded_once(cloud):
@@ -217,17 +144,17 @@ def test_terminate_and_delete_everything_leaves_nothing(cloud):
     terminated = cloud.json("instance", "terminate", *live)
     assert {i["state"] for i in terminated} == {"terminated"}
 
-    domains = cloud.in_host("virsh", "-c", "qemu:///system", "list", "--all", "--name")
+    domains = in_host(HOST, "virsh", "-c", "qemu:///system", "list", "--all", "--name")
     assert domains.returncode == 0 and not domains.stdout.strip(), domains.stdout
-    targets = cloud.in_host("tgtadm", "--lld", "iscsi", "--mode", "target", "--op", "show")
+    targets = in_host(HOST, "tgtadm", "--lld", "iscsi", "--mode", "target", "--op", "show")
     assert targets.returncode == 0 and not targets.stdout.strip(), targets.stdout
-    secrets = cloud.in_host("virsh", "-c", "qemu:///system", "secret-list")
+    secrets = in_host(HOST, "virsh", "-c", "qemu:///system", "secret-list")
     assert "vol-" not in secrets.stdout
-    reservations = cloud.in_host("sh", "-c", "ls -A /etc/cloud/cc/*/hosts")
+    reservations = in_host(HOST, "sh", "-c", "ls -A /etc/cloud/cc/*/hosts")
     assert reservations.returncode == 0 and not reservations.stdout.strip(), reservations.stdout
-    overlays = cloud.in_host("sh", "-c", "ls -A /var/lib/cloud/nc/instances")
+    overlays = in_host(HOST, "sh", "-c", "ls -A /var/lib/cloud/nc/instances")
     assert not overlays.stdout.strip(), overlays.stdout
-    volumes = cloud.in_host("sh", "-c", "ls -A /var/lib/cloud/sc/volumes")
+    volumes = in_host(HOST, "sh", "-c", "ls -A /var/lib/cloud/sc/volumes")
     assert not volumes.stdout.strip(), volumes.stdout
 
     state = json.loads((cloud.home / "state.json").read_text())
