@@ -10,7 +10,9 @@ APT_PACKAGES=(
   # what the roles run on cloud hosts (installed here so labs and CI need no download)
   qemu-system-x86 qemu-utils qemu-block-extra libvirt-daemon-system libvirt-clients
   python3-libvirt python3-boto3 python3-yaml genisoimage tgt dnsmasq-base dnsmasq-utils iptables ebtables
-  bridge-utils iproute2 supervisor lvm2 busybox-static dropbear-bin cpio
+  bridge-utils iproute2 supervisor lvm2 busybox-static dropbear-bin cpio conntrack
+  # used by the tests
+  iputils-ping
 )
 
 export DEBIAN_FRONTEND=noninteractive

@@ -9,6 +9,7 @@ through elastic IPs. The tests of this file run in order and share the cloud.
 from __future__ import annotations
 
 import secrets
+import shutil
 import subprocess
 import sys
 import time
@@ -78,11 +79,15 @@ def eventually(check, what: str, deadline_s: float = 60) -> None:
         if check():
             return
         time.sleep(1)  # poll interval
-    pytest.fail(f"not within {deadline_s}s: {what}")
+    rules = in_host(HOST_A, "iptables-save", "-c").stdout
+    tracked = in_host(HOST_A, "conntrack", "-L").stdout
+    pytest.fail(f"not within {deadline_s}s: {what}\n{rules}\n{tracked}")
 
 
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory):
+    for tool in ("ping", "ssh", "conntrack"):
+        assert shutil.which(tool), f"{tool} is missing: run scripts/setup.sh"
     for host in (HOST_A, HOST_B):
         labhost.destroy(host)
     c = Cloud(tmp_path_factory.mktemp("network"))
