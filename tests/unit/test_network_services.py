@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cloudctl.addresses import Addresses
-from cloudctl.cloudconfig import Cluster, CloudConfig, InstanceType, Node, Walrus
+from cloudctl.cloudconfig import CloudConfig, Cluster, InstanceType, Node, Walrus
 from cloudctl.config import Settings
 from cloudctl.errors import CapacityError, InputError
 from cloudctl.groups import Groups
