@@ -74,7 +74,9 @@ class Volumes(CloudService):
         zone: str | None = None,
         snapshot_id: str | None = None,
         progress: ProgressCallback | None = None,
-    ) -> dict[str, Any]:
+        check: bool = False,
+    ) -> dict[str, Any] | PlayResult:
+        """The new volume; with check, what the play would change (nothing is recorded)."""
         snapshot = self.get_snapshot(snapshot_id) if snapshot_id else None
         if snapshot is not None and snapshot["state"] != _S.COMPLETED:
             raise InputError(f"snapshot {snapshot['id']} is {snapshot['state']}")
@@ -109,8 +111,6 @@ class Volumes(CloudService):
             "chap_secret": _chap_secret(),
             "attachment": None,
         }
-        with self.store.transaction() as tx:
-            tx.table(TABLE).insert(record)
         extravars: dict[str, Any] = {"cloud_volume": _sc_view(record)}
         if snapshot is not None:
             client = walrus.client(self.config.walrus)
@@ -118,6 +118,10 @@ class Volumes(CloudService):
                 client, walrus.SNAPSHOTS, snapshot["id"], URL_EXPIRY
             )
             extravars["cloud_volume"]["source_size"] = snapshot["size_bytes"]
+        if check:
+            return self._check(CREATE_PLAYBOOK, extravars, record["sc"], "volume-create", progress)
+        with self.store.transaction() as tx:
+            tx.table(TABLE).insert(record)
         result = self._play(CREATE_PLAYBOOK, extravars, record["sc"], "volume-create", progress)
         export = _first_res(result, TASK_EXPORT)
         with self.store.transaction() as tx:
@@ -180,7 +184,9 @@ class Volumes(CloudService):
         instance_id: str,
         device: str | None = None,
         progress: ProgressCallback | None = None,
-    ) -> dict[str, Any]:
+        check: bool = False,
+    ) -> dict[str, Any] | PlayResult:
+        """The attached volume; with check, what the play would change (nothing recorded)."""
         if device is not None and device not in DEVICE_NAMES:
             raise InputError(f"bad device {device!r}: one of vdb .. vdz")
         with self.store.transaction() as tx:
@@ -212,8 +218,13 @@ class Volumes(CloudService):
                 "device": device,
                 "state": _A.ATTACHING.value,
             }
-            tx.table(TABLE).update(volume["id"], state=_V.IN_USE.value, attachment=attachment)
+            if not check:
+                tx.table(TABLE).update(volume["id"], state=_V.IN_USE.value, attachment=attachment)
         extravars = {"cloud_volume": {**_sc_view(volume), **_nc_view(volume, attachment)}}
+        if check:
+            return self._check(
+                ATTACH_PLAYBOOK, extravars, instance["node"], "volume-attach", progress
+            )
         result = self._play(ATTACH_PLAYBOOK, extravars, instance["node"], "volume-attach", progress)
         attached = _first_res(result, TASK_ATTACH)
         with self.store.transaction() as tx:

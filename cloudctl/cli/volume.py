@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import click
 
-from cloudctl.cli.common import CliContext, output_option, pass_context, task_progress
+from cloudctl.cli.common import (
+    CliContext,
+    echo_check,
+    output_option,
+    pass_context,
+    task_progress,
+)
 from cloudctl.cli.output import output_result
+from cloudctl.runner import PlayResult
 from cloudctl.volumes import Volumes
 
 LIST_COLUMNS = ["id", "size_gb", "zone", "state", "instance", "device", "snapshot_id"]
@@ -36,6 +43,13 @@ def _echo(obj: CliContext, records: list[dict], output: str | None, columns: lis
     output_result([_flat(r) for r in records], obj.output_format(output), columns)
 
 
+def _echo_record_or_check(obj: CliContext, result: dict | PlayResult, output: str | None) -> None:
+    if isinstance(result, PlayResult):
+        echo_check(result, obj.output_format(output))
+    else:
+        _echo(obj, [result], output, LIST_COLUMNS)
+
+
 @click.group()
 def volume() -> None:
     """Block volumes (EBS-style, iSCSI from the zone's storage controller)."""
@@ -45,16 +59,17 @@ def volume() -> None:
 @click.option("--size", "size_gb", type=int, default=None, help="Size in GiB.")
 @click.option("--zone", default=None, help="Availability zone (default: the first).")
 @click.option("--snapshot", "snapshot_id", default=None, help="Restore this snapshot.")
+@click.option("--check", is_flag=True, help="Dry run: show what would change on which host.")
 @output_option
 @pass_context
 def create(
     obj: CliContext, size_gb: int | None, zone: str | None, snapshot_id: str | None,
-    output: str | None,
+    check: bool, output: str | None,
 ) -> None:  # fmt: skip
     """Create a volume, empty or from a snapshot."""
     with task_progress("Creating", None) as progress:
-        record = _service(obj).create(size_gb, zone, snapshot_id, progress=progress)
-    _echo(obj, [record], output, LIST_COLUMNS)
+        record = _service(obj).create(size_gb, zone, snapshot_id, progress=progress, check=check)
+    _echo_record_or_check(obj, record, output)
 
 
 @volume.command("list")
@@ -91,15 +106,18 @@ def delete(obj: CliContext, volume_id: str, output: str | None) -> None:
 @click.argument("volume_id", metavar="VOL")
 @click.option("--instance", "instance_id", required=True, metavar="ID", help="Instance id.")
 @click.option("--device", default=None, help="Device name hint (vdb..vdz); the guest may differ.")
+@click.option("--check", is_flag=True, help="Dry run: show what would change on which host.")
 @output_option
 @pass_context
 def attach(
-    obj: CliContext, volume_id: str, instance_id: str, device: str | None, output: str | None
-) -> None:
+    obj: CliContext, volume_id: str, instance_id: str, device: str | None, check: bool,
+    output: str | None,
+) -> None:  # fmt: skip
     """Attach a volume to an instance of its zone (the guest sees /dev/disk/by-id/virtio-VOL)."""
     with task_progress("Attaching", None) as progress:
-        record = _service(obj).attach(volume_id, instance_id, device, progress=progress)
-    _echo(obj, [record], output, LIST_COLUMNS)
+        record = _service(obj).attach(volume_id, instance_id, device, progress=progress,
+                                      check=check)  # fmt: skip
+    _echo_record_or_check(obj, record, output)
 
 
 @volume.command("detach")

@@ -86,6 +86,13 @@ def test_run_two_instances_in_one_command_and_ssh(cloud):
 
 def test_volume_moves_between_instances_with_its_data(cloud):
     (i1, ip1), (i2, ip2) = cloud.ids["instances"]
+    state = cloud.home / "state.json"
+    before = state.read_bytes()
+    dry = cloud.cloudctl("volume", "create", "--size", "1", "--check")
+    assert "Export the volume" in dry.stdout and HOST in dry.stdout
+    assert state.read_bytes() == before
+    assert not in_host(HOST, "tgtadm", "--lld", "iscsi", "--mode", "target", "--op", "show").stdout
+
     vol = cloud.json("volume", "create", "--size", "1")[0]
     assert vol["state"] == "available"
     vid = vol["id"]
@@ -97,6 +104,9 @@ def test_volume_moves_between_instances_with_its_data(cloud):
     assert attached["state"] == "in-use" and attached["instance"] == i1
     cloud.guest(HOST, ip1, wait_link + f"printf '{MARKER}\\n' > {link} && sync")
     cloud.json("volume", "detach", vid)
+    before = state.read_bytes()
+    dry = cloud.cloudctl("volume", "attach", vid, "--instance", i2, "--check")
+    assert "Attach the volume" in dry.stdout and state.read_bytes() == before
     cloud.json("volume", "attach", vid, "--instance", i2)
     assert cloud.guest(HOST, ip2, wait_link + f"head -c {len(MARKER)} {link}") == MARKER
 
