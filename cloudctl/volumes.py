@@ -355,15 +355,30 @@ class Volumes(CloudService):
         host: str,
         operation: str,
         progress: ProgressCallback | None,
+        check: bool = False,
     ) -> PlayResult:
         return run_playbook(
             self.settings,
             playbook,
             extravars=extravars,
             limit=host,
+            check=check,
             progress=progress,
-            operation=operation,
+            operation=f"{operation}-check" if check else operation,
         )
+
+    def _check(
+        self,
+        playbook: str,
+        extravars: Mapping[str, Any],
+        host: str,
+        operation: str,
+        progress: ProgressCallback | None,
+    ) -> PlayResult:
+        """--check: the same play in check mode, which must not fail; nothing recorded."""
+        result = self._play(playbook, extravars, host, operation, progress, check=True)
+        result.raise_for_failures()
+        return result
 
 
 def _chap_secret() -> str:
