@@ -1,7 +1,7 @@
 """The cloud-in-a-box that the robustness tests share (faults, concurrency, crash, secrets).
 
-One lab host, deployed once per test session, with the test image registered and a key
-pair. OPS_CLOUD_HOST names the lab host (default ops-ciab), so that two runs on one machine
+One lab host, deployed once per test session, with the test image registered, a key pair,
+and an elastic IP pool (198.51.100.16/28) on a dummy public interface inside the lab host. OPS_CLOUD_HOST names the lab host (default ops-ciab), so that two runs on one machine
 can keep apart. Tests that break something on the host (a stopped daemon) restore it.
 """
 
@@ -12,9 +12,12 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from tests.conftest import PROJECT, labhost
-from tests.integration.cloud_client import CloudClient
+from tests.integration.cloud_client import CloudClient, in_host
+
+OPS_POOL = "198.51.100.16/28"
 
 
 @pytest.fixture(scope="session")
@@ -27,6 +30,14 @@ def ops_cloud(tmp_path_factory):
     labhost.write_inventory([host], PROJECT / "inventory" / "ciab", c.inventory)
     hosts_file = c.inventory / "hosts.yml"
     hosts_file.write_text(hosts_file.read_text().replace("ciab:", f"{host}:"))
+    group_vars = c.inventory / "group_vars" / "all.yml"
+    settings = yaml.safe_load(group_vars.read_text())
+    settings["cloud_clusters"]["zone-a"].update(public_interface="pub0", public_ips=OPS_POOL)
+    group_vars.write_text(yaml.safe_dump(settings))
+    for command in (["ip", "link", "add", "pub0", "type", "dummy"],
+                    ["ip", "addr", "add", "198.51.100.1/24", "dev", "pub0"],
+                    ["ip", "link", "set", "pub0", "up"]):  # fmt: skip
+        assert in_host(host, *command).returncode == 0, command
     subprocess.run([sys.executable, str(PROJECT / "scripts" / "build-test-image.py")], check=True)
     image_dir = PROJECT / ".cache" / "test-image"
     root = c.workdir / "root.qcow2"
