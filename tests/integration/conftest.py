@@ -1,7 +1,8 @@
 """The cloud-in-a-box that the robustness tests share (faults, concurrency, crash, secrets).
 
 One lab host, deployed once per test session, with the test image registered, a key pair,
-and an elastic IP pool (198.51.100.16/28) on a dummy public interface inside the lab host. OPS_CLOUD_HOST names the lab host (default ops-ciab), so that two runs on one machine
+and an elastic IP pool (198.51.100.16/28) on a public interface (a veth pair) inside the lab
+host. OPS_CLOUD_HOST names the lab host (default ops-ciab), so that two runs on one machine
 can keep apart. Tests that break something on the host (a stopped daemon) restore it.
 """
 
@@ -34,8 +35,10 @@ def ops_cloud(tmp_path_factory):
     settings = yaml.safe_load(group_vars.read_text())
     settings["cloud_clusters"]["zone-a"].update(public_interface="pub0", public_ips=OPS_POOL)
     group_vars.write_text(yaml.safe_dump(settings))
-    for command in (["ip", "link", "add", "pub0", "type", "dummy"],
+    # A veth pair, not a dummy interface: the lab machines' kernel has no dummy module.
+    for command in (["ip", "link", "add", "pub0", "type", "veth", "peer", "name", "pub0-peer"],
                     ["ip", "addr", "add", "198.51.100.1/24", "dev", "pub0"],
+                    ["ip", "link", "set", "pub0-peer", "up"],
                     ["ip", "link", "set", "pub0", "up"]):  # fmt: skip
         assert in_host(host, *command).returncode == 0, command
     subprocess.run([sys.executable, str(PROJECT / "scripts" / "build-test-image.py")], check=True)
