@@ -207,6 +207,7 @@ def fetch_config(settings: Settings) -> Path:
             "playbooks/runtime/fetch_config.yml",
             extravars={"cloudctl_config_dest": str(dest)},
             operation="fetch-config",
+            journal=False,
         )
     finally:
         os.umask(old_umask)

@@ -30,7 +30,12 @@ def service_status(
     settings: Settings, *, limit: str | None = None, progress: ProgressCallback | None = None
 ) -> list[ComponentStatus]:
     result = run_playbook(
-        settings, STATUS_PLAYBOOK, limit=limit, progress=progress, operation="service-status"
+        settings,
+        STATUS_PLAYBOOK,
+        limit=limit,
+        progress=progress,
+        operation="service-status",
+        journal=False,
     )
     if not result.stats:  # the play did not run at all (bad inventory, syntax, no hosts)
         result.raise_for_failures()

@@ -425,6 +425,7 @@ class Instances(CloudService):
             extravars={"cloud_instance": _host_view(record)},
             limit=record["node"],
             operation="instance-console",
+            journal=False,
         )
         result.raise_for_failures()
         for task in result.task_results(TASK_CONSOLE):

@@ -11,7 +11,9 @@ import json
 import logging
 import os
 import re
+import shlex
 import sys
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
@@ -21,6 +23,7 @@ from typing import Any
 
 import ansible_runner
 
+from cloudctl import journal as operation_journal
 from cloudctl.config import Settings
 from cloudctl.errors import ConfigError, HostFailed, HostUnreachable, InputError, PlaybookError
 
@@ -321,6 +324,63 @@ def _envvars(settings: Settings) -> dict[str, str]:
     return env
 
 
+REDACTED = "********"
+# Extra vars whose name says they are secret: redacted in the run directory's copy.
+_SECRET_VAR = re.compile(r"secret|passw|token|credential|private", re.IGNORECASE)
+# The query of a URL (a presigned URL's signature) and its user:password@.
+_URL_QUERY = re.compile(r"(?P<url>\bhttps?://[^\s?#\"']*)\?[^\s#\"']*", re.IGNORECASE)
+_URL_USERINFO = re.compile(r"(?P<scheme>\bhttps?://)[^\s/@\"']*@", re.IGNORECASE)
+
+
+def redact_extravars(value: Any) -> Any:
+    """A copy of extra vars for the audit trail: values of secret-named fields
+    (chap_secret, secret_key, password, token, private_key...) replaced, and every URL
+    stripped of its query string and user info (a presigned URL is a bearer credential
+    until it expires; its path stays visible)."""
+    if isinstance(value, Mapping):
+        secret = {k for k, v in value.items() if _SECRET_VAR.search(str(k)) and v not in (None, "")}
+        return {k: REDACTED if k in secret else redact_extravars(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_extravars(v) for v in value]
+    if isinstance(value, str):
+        text = _URL_USERINFO.sub(r"\g<scheme>", value)
+        return _URL_QUERY.sub(rf"\g<url>?{REDACTED}", text)
+    return value
+
+
+def _write_extravars(run_dir: Path, extravars: Mapping[str, Any] | None) -> Path | None:
+    """Write the extra vars for ansible-playbook; returns the file to remove after the play.
+
+    The vars go to a private temporary file (0600, $TMPDIR) outside the run directory, which
+    is kept for audit: never to env/extravars, where ansible-runner would keep them. The run
+    directory gets extravars.json (0600) with the secrets redacted instead.
+    """
+    if not extravars:
+        return None
+    _write_private(run_dir / "extravars.json", redact_extravars(extravars))
+    fd, name = tempfile.mkstemp(prefix=f"cloudctl-vars-{run_dir.name.rsplit('-', 1)[1]}-")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(dict(extravars), fh)
+    except BaseException:
+        os.unlink(name)
+        raise
+    return Path(name)
+
+
+def _cmdline(check: bool, vars_file: Path | None) -> str | None:
+    args = ["--check", "--diff"] if check else []
+    if vars_file is not None:
+        args += ["--extra-vars", f"@{vars_file}"]
+    return shlex.join(args) if args else None
+
+
+def _write_private(path: Path, data: Any) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2)
+
+
 def run_playbook(
     settings: Settings,
     playbook: str | os.PathLike[str],
@@ -332,12 +392,18 @@ def run_playbook(
     progress: ProgressCallback | None = None,
     operation: str = "deploy",
     timeout: int | None = None,
+    journal: bool = True,
 ) -> PlayResult:
     """Run a playbook of the project and return what happened.
 
+    Unless `check` or `journal=False` (plays that only read), the operation goes into the
+    journal (cloudctl.journal) before the play starts and its outcome after it ends.
+
     `playbook` is relative to the project directory (e.g. "playbooks/site.yml") or
     absolute. Failed tasks do not raise: call PlayResult.raise_for_failures() or read
-    PlayResult.failures. Extra vars are written by ansible-runner to env/extravars (0600).
+    PlayResult.failures. Extra vars reach ansible-playbook through a private temporary file
+    that is removed when the play ends; the run directory keeps extravars.json, a copy
+    with the secrets redacted (see _write_extravars).
     """
     path = Path(playbook)
     if not path.is_absolute():
@@ -349,21 +415,28 @@ def run_playbook(
     ident = run_dir.name.rsplit("-", 1)[1]
     collector = EventCollector(progress)
     started = datetime.now(UTC)
-    runner = ansible_runner.run(
-        private_data_dir=str(run_dir),
-        ident=ident,
-        project_dir=str(settings.project_dir),
-        playbook=str(path),
-        inventory=str(settings.inventory),
-        envvars=_envvars(settings),
-        extravars=dict(extravars) if extravars else None,
-        limit=limit or None,
-        tags=tags or None,
-        cmdline="--check --diff" if check else None,
-        event_handler=collector,
-        quiet=True,
-        timeout=timeout,
-    )
+    journaled = journal and not check
+    if journaled:
+        operation_journal.begin(settings, ident, operation, limit, extravars)
+    vars_file = _write_extravars(run_dir, extravars)
+    try:
+        runner = ansible_runner.run(
+            private_data_dir=str(run_dir),
+            ident=ident,
+            project_dir=str(settings.project_dir),
+            playbook=str(path),
+            inventory=str(settings.inventory),
+            envvars=_envvars(settings),
+            limit=limit or None,
+            tags=tags or None,
+            cmdline=_cmdline(check, vars_file),
+            event_handler=collector,
+            quiet=True,
+            timeout=timeout,
+        )
+    finally:
+        if vars_file is not None:
+            vars_file.unlink(missing_ok=True)
     result = PlayResult(
         status=str(runner.status),
         rc=int(runner.rc if runner.rc is not None else -1),
@@ -375,6 +448,8 @@ def run_playbook(
         error=collector.error,
     )
     _write_summary(result, operation, path, limit, check, started)
+    if journaled:
+        operation_journal.finish(settings, ident, result.ok, result.status)
     return result
 
 

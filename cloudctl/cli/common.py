@@ -11,9 +11,11 @@ from typing import Any, TypeVar
 
 import click
 
+from cloudctl import journal
 from cloudctl.cli.output import FORMATS
 from cloudctl.config import Settings, resolve_settings
 from cloudctl.runner import PlayEvent, PlayResult, ProgressCallback
+from cloudctl.state import StateStore
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -27,9 +29,14 @@ class CliContext:
 
     @property
     def settings(self) -> Settings:
-        """Resolved on first use, so that --help works without a project or inventory."""
+        """Resolved on first use, so that --help works without a project or inventory.
+
+        Every command that gets here first hears of operations that were interrupted.
+        """
         if self._settings is None:
             self._settings = resolve_settings(self.inventory)
+            for entry in journal.unfinished(StateStore(self._settings.state_path)):
+                click.echo(f"Warning: {journal.describe(entry)}: run cloudctl reconcile", err=True)
         return self._settings
 
     def output_format(self, override: str | None) -> str:

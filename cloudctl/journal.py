@@ -1,0 +1,100 @@
+"""The operation journal: every play that changes the cloud, recorded before it runs and
+after it ends, in the state store's `operations` table.
+
+An entry is written `running` (with the cloudctl process's pid and the resource ids the play
+carries) before ansible-runner starts, and `succeeded` or `failed` when the play ends. If
+cloudctl dies in between (kill -9, a crash, a reboot) the entry stays `running` while its
+process is gone: the next cloudctl command warns about it, and `cloudctl reconcile` compares
+the state with the hosts and, with --fix, closes the entry.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from cloudctl.config import Settings
+from cloudctl.identity import current_owner
+from cloudctl.ids import HEX_LEN, PREFIXES
+from cloudctl.state import StateStore, utc_now
+
+TABLE = "operations"
+RUNNING, SUCCEEDED, FAILED, RECONCILED = "running", "succeeded", "failed", "reconciled"
+_RESOURCE_ID = re.compile(rf"^(?:{'|'.join(PREFIXES.values())})-[0-9a-f]{{{HEX_LEN}}}$")
+
+
+def begin(
+    settings: Settings, event_id: str, operation: str, limit: str | None, extravars: Any
+) -> None:
+    owner = current_owner()
+    entry = {
+        "id": event_id,
+        "account": owner.account,
+        "user": owner.user,
+        "operation": operation,
+        "hosts": limit or "all",
+        "resources": sorted(resource_ids(extravars)),
+        "state": RUNNING,
+        "pid": os.getpid(),
+        "pid_started": _process_start(os.getpid()),
+    }
+    with StateStore(settings.state_path).transaction() as tx:
+        tx.table(TABLE).insert(entry)
+
+
+def finish(settings: Settings, event_id: str, ok: bool, detail: str = "") -> None:
+    with StateStore(settings.state_path).transaction() as tx:
+        tx.table(TABLE).update(
+            event_id, state=SUCCEEDED if ok else FAILED, detail=detail, finished=utc_now()
+        )
+
+
+def unfinished(store: StateStore) -> list[dict[str, Any]]:
+    """Entries still `running` whose cloudctl process is gone: interrupted operations."""
+    with store.snapshot() as snap:
+        running = snap.table(TABLE).search(state=RUNNING)
+    return [e for e in running if not _alive(e["pid"], e.get("pid_started"))]
+
+
+def close(tx: Any, entry: dict[str, Any], detail: str) -> None:
+    """Mark an interrupted entry as dealt with (inside the caller's transaction)."""
+    tx.table(TABLE).update(entry["id"], state=RECONCILED, detail=detail, finished=utc_now())
+
+
+def describe(entry: Mapping[str, Any]) -> str:
+    what = f" of {', '.join(entry['resources'])}" if entry.get("resources") else ""
+    return (
+        f"operation {entry['operation']}{what} (event {entry['id']}, started "
+        f"{entry['created']}) was interrupted"
+    )
+
+
+def resource_ids(value: Any) -> set[str]:
+    """Every EC2-style id (i-, vol-, snap-, emi-, ...) found in a play's extra vars."""
+    if isinstance(value, str):
+        return {value} if _RESOURCE_ID.match(value) else set()
+    if isinstance(value, Mapping):
+        return resource_ids(list(value.values()))
+    if isinstance(value, list | tuple | set):
+        found: set[str] = set()
+        for item in value:
+            found |= resource_ids(item)
+        return found
+    return set()
+
+
+def _process_start(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (tells a reused pid apart)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            # The command name (field 2) may hold spaces: count fields after its ')'.
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(pid: int, started: str | None) -> bool:
+    start = _process_start(pid)
+    return start is not None and (started is None or start == started)
