@@ -212,7 +212,7 @@ class Instances(CloudService):
                 table.update(r["id"], state=_S.RUNNING.value, event=event)
             for r in failed:
                 table.update(r["id"], state=_S.FAILED.value, reason=reasons[r["id"]], event=event)
-                _release(tx, r)
+                release_addresses(tx, r)
             final = [table.get(r["id"]) for r in records]
             firewalls = sg.changed_firewalls(tx, rules_before, sg.all_effective_rules(tx))
         if failed:
@@ -364,7 +364,7 @@ class Instances(CloudService):
                     table.update(r["id"], reason=str(failure), event=event)
                     continue
                 table.update(r["id"], state=_S.TERMINATED.value, reason="", event=event)
-                _release(tx, r)
+                release_addresses(tx, r)
                 for v in by_instance.get(r["id"], []):
                     tx.table("volumes").update(v["volume"], state="available", attachment=None)
                 for a in addresses:
@@ -477,7 +477,7 @@ def _save_last_node(tx, zone: str, node: str) -> None:
         sched.update(zone, last_node=node)
 
 
-def _release(tx, record: Mapping[str, Any]) -> None:
+def release_addresses(tx, record: Mapping[str, Any]) -> None:
     tx.release(ip_pool(record["zone"]), record["private_ip"])
     tx.release(MAC_POOL, record["mac"])
 

@@ -18,7 +18,7 @@ from typing import Any
 from cloudctl.config import Settings
 from cloudctl.identity import current_owner
 from cloudctl.ids import HEX_LEN, PREFIXES
-from cloudctl.state import StateStore, utc_now
+from cloudctl.state import StateStore, Transaction, utc_now
 
 TABLE = "operations"
 RUNNING, SUCCEEDED, FAILED, RECONCILED = "running", "succeeded", "failed", "reconciled"
@@ -51,10 +51,9 @@ def finish(settings: Settings, event_id: str, ok: bool, detail: str = "") -> Non
         )
 
 
-def unfinished(store: StateStore) -> list[dict[str, Any]]:
+def unfinished(view: Transaction) -> list[dict[str, Any]]:
     """Entries still `running` whose cloudctl process is gone: interrupted operations."""
-    with store.snapshot() as snap:
-        running = snap.table(TABLE).search(state=RUNNING)
+    running = view.table(TABLE).search(state=RUNNING)
     return [e for e in running if not _alive(e["pid"], e.get("pid_started"))]
 
 

@@ -212,6 +212,10 @@ class Transaction:
         pool = self._db.table(ALLOCATIONS, cache_size=0)
         return {d["value"]: d["owner"] for d in pool.search(Query().pool == pool_name)}
 
+    def pools(self) -> set[str]:
+        """The names of the pools that hold allocated values."""
+        return {d["pool"] for d in self._db.table(ALLOCATIONS, cache_size=0).all()}
+
     def release_owner(self, pool_name: str, owner_id: str) -> list[str]:
         """Free every value of a pool held by an owner; returns the values."""
         if not self._writable:

@@ -111,7 +111,7 @@ class Volumes(CloudService):
             "chap_secret": _chap_secret(),
             "attachment": None,
         }
-        extravars: dict[str, Any] = {"cloud_volume": _sc_view(record)}
+        extravars: dict[str, Any] = {"cloud_volume": sc_view(record)}
         if snapshot is not None:
             client = walrus.client(self.config.walrus)
             extravars["cloud_volume"]["source_url"] = walrus.presigned_get(
@@ -156,7 +156,7 @@ class Volumes(CloudService):
             tx.table(TABLE).update(record["id"], state=_V.DELETING.value)
         result = self._play(
             DELETE_PLAYBOOK,
-            {"cloud_volume": _sc_view(record)},
+            {"cloud_volume": sc_view(record)},
             record["sc"],
             "volume-delete",
             progress,
@@ -220,7 +220,7 @@ class Volumes(CloudService):
             }
             if not check:
                 tx.table(TABLE).update(volume["id"], state=_V.IN_USE.value, attachment=attachment)
-        extravars = {"cloud_volume": {**_sc_view(volume), **_nc_view(volume, attachment)}}
+        extravars = {"cloud_volume": {**sc_view(volume), **_nc_view(volume, attachment)}}
         if check:
             return self._check(
                 ATTACH_PLAYBOOK, extravars, instance["node"], "volume-attach", progress
@@ -253,7 +253,7 @@ class Volumes(CloudService):
             tx.table(TABLE).update(
                 volume["id"], attachment={**attachment, "state": _A.DETACHING.value}
             )
-        extravars = {"cloud_volume": {**_sc_view(volume), **_nc_view(volume, attachment)}}
+        extravars = {"cloud_volume": {**sc_view(volume), **_nc_view(volume, attachment)}}
         result = self._play(
             DETACH_PLAYBOOK, extravars, attachment["node"], "volume-detach", progress
         )
@@ -304,7 +304,7 @@ class Volumes(CloudService):
             client, walrus.SNAPSHOTS, sid, upload_id, parts, URL_EXPIRY
         )
         extravars = {
-            "cloud_volume": _sc_view(volume),
+            "cloud_volume": sc_view(volume),
             "cloud_part_urls": urls,
             "cloud_part_size_mb": PART_SIZE_MB,
         }
@@ -387,7 +387,7 @@ def _chap_secret() -> str:
     return "".join(secrets.choice(alphabet) for _ in range(16))
 
 
-def _sc_view(volume: Mapping[str, Any]) -> dict[str, Any]:
+def sc_view(volume: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "name": volume["id"],
         "sc": volume["sc"],

@@ -35,7 +35,9 @@ class CliContext:
         """
         if self._settings is None:
             self._settings = resolve_settings(self.inventory)
-            for entry in journal.unfinished(StateStore(self._settings.state_path)):
+            with StateStore(self._settings.state_path).snapshot() as snap:
+                interrupted = journal.unfinished(snap)
+            for entry in interrupted:
                 click.echo(f"Warning: {journal.describe(entry)}: run cloudctl reconcile", err=True)
         return self._settings
 

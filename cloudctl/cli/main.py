@@ -16,6 +16,7 @@ from cloudctl.cli.instance import instance
 from cloudctl.cli.keypair import keypair
 from cloudctl.cli.network import address, group, zone
 from cloudctl.cli.output import FORMATS
+from cloudctl.cli.reconcile import reconcile
 from cloudctl.cli.service import service
 from cloudctl.cli.volume import snapshot, volume
 from cloudctl.errors import error_lines, exit_code_for
@@ -59,6 +60,9 @@ class CloudGroup(click.Group):
 def cli(ctx: click.Context, output: str, inventory: str | None, debug: bool) -> None:
     """Operate a Eucalyptus-style private cloud deployed with Ansible."""
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING)
+    if debug:  # botocore's debug log holds request signatures (a presigned URL's is one)
+        for name in ("boto3", "botocore", "s3transfer", "urllib3"):
+            logging.getLogger(name).setLevel(logging.INFO)
     ctx.obj = CliContext(output=output, inventory=inventory, debug=debug)
 
 
@@ -73,3 +77,4 @@ cli.add_command(address)
 cli.add_command(zone)
 cli.add_command(image)
 cli.add_command(event)
+cli.add_command(reconcile)

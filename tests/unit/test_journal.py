@@ -53,7 +53,8 @@ def test_outcomes_and_resources(settings, tmp_path):
     failing = write_play(tmp_path, "ansible.builtin.command: /bin/false")
     run_playbook(settings, failing, operation="volume-delete")
     assert [e["state"] for e in entries(settings)] == [journal.SUCCEEDED, journal.FAILED]
-    assert journal.unfinished(StateStore(settings.state_path)) == []
+    with StateStore(settings.state_path).snapshot() as snap:
+        assert journal.unfinished(snap) == []
 
 
 def test_check_mode_and_read_only_plays_are_not_journaled(settings, tmp_path):
@@ -86,8 +87,8 @@ def test_killed_operation_is_seen_by_the_next_command(settings, tmp_path):
         release.touch()  # lets an orphaned ansible-playbook end at once
         if proc.poll() is None:
             proc.kill()
-    store = StateStore(settings.state_path)
-    [entry] = journal.unfinished(store)  # the state file loads; the entry is still running
+    with StateStore(settings.state_path).snapshot() as snap:  # the state file loads
+        [entry] = journal.unfinished(snap)  # and the entry is still running
     assert entry["resources"] == ["i-0a1b2c3d"] and entry["operation"] == "instance-run"
 
     env = dict(os.environ, CLOUDCTL_HOME=str(settings.home))
