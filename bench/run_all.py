@@ -1,0 +1,109 @@
+#!/usr/bin/env python3
+"""Run every benchmark against the demo cloud; print the tables, --write puts them into
+docs/benchmarks.md (between the BENCH markers).
+
+    .venv/bin/python bench/run_all.py --write
+
+Reuses the demo's cloud-in-a-box (lab host `ciab`, .lab/ciab) or deploys it first with
+scripts/ciab.sh; the demo cloud stays afterwards (`bash scripts/ciab.sh --destroy` removes
+it). Everything the benchmarks create in it (images, instances, volumes, key pairs, groups,
+a bucket) they remove again. Sections:
+- runtime operations (bench/runtime.py) against a bare one-task ansible-runner play;
+- cloudctl itself: `instance list` with 1,000 records, 20 commands at once (bench/cli.py);
+- resident memory: cloudctl, QEMU per instance, Walrus (bench/memory.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cli
+import memory
+import runtime
+from common import PROJECT, Row, baseline_play, ensure_cloud, load_average, machine_facts, median
+
+DOC = PROJECT / "docs" / "benchmarks.md"
+BEGIN, END = "<!-- BENCH:BEGIN -->", "<!-- BENCH:END -->"
+SECTIONS = ("runtime", "cli", "memory")
+
+
+def table(rows: list[Row]) -> str:
+    lines = ["| measurement | value | ratio |", "|---|---:|---:|"]
+    for r in rows:
+        value = f"{r.value:.2f} s" if r.unit == "s" else f"{r.value:.1f} {r.unit}"
+        lines.append(f"| {r.name} | {value} | {r.ratios()} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3, help="runs per timing (median)")
+    parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
+    parser.add_argument("--only", choices=SECTIONS, action="append", help="some sections only")
+    args = parser.parse_args()
+    only = set(args.only or SECTIONS)
+    if args.write and only != set(SECTIONS):
+        raise SystemExit("--write needs every section (no --only)")
+
+    started = time.monotonic()
+    deployed = ensure_cloud()
+    facts = machine_facts()
+    load_start = load_average()
+    work = Path(tempfile.mkdtemp(prefix="cloud-bench-"))
+    out: list[str] = []
+    accel = "unknown"
+    try:
+        plays = [baseline_play(work) for _ in range(args.repeat)]
+        base = median(plays)
+        base_row = Row("bare one-task ansible-runner play (baseline)", base, "s",
+                       [("baseline", base)])  # fmt: skip
+        if "runtime" in only:
+            print("bench: runtime operations", file=sys.stderr)
+            rows = runtime.measure(work, base, args.repeat)
+            out += ["### Runtime operations (`bench/runtime.py`)", "", table([base_row, *rows]), ""]
+        if "cli" in only or "memory" in only:
+            cli.seed_instances(work / "home-1000")  # shared by the cli and memory sections
+        if "cli" in only:
+            print("bench: cloudctl list and concurrency", file=sys.stderr)
+            listing, concurrent, checks = cli.measure(work, base, args.repeat, seeded=True)
+            heading = f"### {cli.CONCURRENT} cloudctl commands at once on the demo cloud"
+            out += ["### cloudctl `instance list` (`bench/cli.py`)", "", table([base_row, *listing]),
+                    "", f"{heading} (`bench/cli.py`)", "", table([base_row, *concurrent]), "",
+                    *(f"- {line}" for line in checks), ""]  # fmt: skip
+        if "memory" in only:
+            print("bench: memory", file=sys.stderr)
+            python, rows = memory.cloudctl_rows(work, args.repeat)
+            qemu, accel = memory.qemu_rows(work)
+            rows += qemu + memory.walrus_rows(python)
+            out += ["### Resident memory (`bench/memory.py`)", "", table(rows), ""]
+        plays += [baseline_play(work) for _ in range(args.repeat)]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    minutes = (time.monotonic() - started) / 60
+    head = (
+        f"Measured {time.strftime('%Y-%m-%d')} by `bench/run_all.py --repeat {args.repeat}` "
+        f"({minutes:.0f} min{', demo cloud deployed first' if deployed else ''}) on: "
+        f"{facts['cpu']}, {facts['cores']} cores, {facts['ram']} RAM, {facts['kernel']}, "
+        f"Debian {facts['debian']}, Python {facts['python']}; guests under {accel}. "
+        f"Load average (1/5/15 min) at the start {load_start}, at the end {load_average()}. "
+        f"Baseline play: median {base:.2f} s of the first {args.repeat} runs; all "
+        f"{len(plays)} runs (start and end) {min(plays):.2f}-{max(plays):.2f} s."
+    )
+    text = "\n".join([head, "", *out]).rstrip() + "\n"
+    print(text)
+    if args.write:
+        doc = DOC.read_text()
+        before, _, rest = doc.partition(BEGIN)
+        _, _, after = rest.partition(END)
+        DOC.write_text(f"{before}{BEGIN}\n{text}{END}{after}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
