@@ -59,9 +59,11 @@ def parse_rule(
             raise InputError(f"{protocol} rules need --port or --port-range")
         for value in (low, high):
             if not 0 <= value <= 65535:
-                raise InputError(f"bad port {value}: must be 0 to 65535")
+                raise InputError(f"bad port {value}: must be 1 to 65535")
         if low > high:
             raise InputError(f"bad port range {low}-{high}: the first port is higher")
+        if high == 0:  # nothing listens on port 0; a range may start there (0-65535: all)
+            raise InputError("bad port 0: must be 1 to 65535")
         rule.update(from_port=low, to_port=high)
         if icmp_type is not None:
             raise InputError("--icmp-type is for icmp rules")
