@@ -120,13 +120,15 @@ def show(obj: CliContext, name: str, output: str | None) -> None:
 @click.argument("names", nargs=-1, required=True, metavar="NAME...")
 @pass_context
 def delete(obj: CliContext, names: tuple[str, ...]) -> None:
-    """Delete key pairs. Exits 1 when any of them could not be deleted."""
+    """Delete key pairs. With several names, exits 1 when any could not be deleted."""
     service = _service(obj)
     failed = 0
     for name in names:
         try:
             service.delete(name)
         except CloudError as exc:
+            if len(names) == 1:  # one name: its error is the one line
+                raise
             failed += 1
             for line in error_lines(exc):
                 click.echo(f"Error: {line}", err=True)
