@@ -121,13 +121,24 @@ def _checked_pool(zone: str, pool: object) -> str:
     return text
 
 
+def _ints(spec: Mapping[str, Any], keys: tuple[str, ...], where: str) -> list[int]:
+    """The integer fields `keys` of `spec`; a ValueError names the one that is not."""
+    values = []
+    for key in keys:
+        try:
+            values.append(int(spec[key]))
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}.{key} {spec[key]!r} is not a whole number") from None
+    return values
+
+
 def parse_config(data: Mapping[str, Any], path: Path) -> CloudConfig:
     """Build a CloudConfig from the YAML mapping; one clear line on what is missing."""
     try:
         clusters = {}
         for zone, spec in (data.get("clusters") or {}).items():
             nodes = [
-                Node(name, int(n["vcpus"]), int(n["memory_mb"]))
+                Node(name, *_ints(n, ("vcpus", "memory_mb"), f"clusters.{zone}.nodes.{name}"))
                 for name, n in sorted((spec.get("nodes") or {}).items())
             ]
             clusters[zone] = Cluster(
@@ -143,7 +154,8 @@ def parse_config(data: Mapping[str, Any], path: Path) -> CloudConfig:
             )
         types = {
             t["name"]: InstanceType(
-                t["name"], int(t["cpus"]), int(t["memory_mb"]), int(t["disk_gb"])
+                t["name"],
+                *_ints(t, ("cpus", "memory_mb", "disk_gb"), f"instance_types.{t['name']}"),
             )
             for t in data.get("instance_types") or []
         }
