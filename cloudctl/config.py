@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +78,47 @@ def resolve_settings(
         home = Path.home() / ".cloudctl"
     state = Path(env[ENV_STATE]).expanduser().absolute() if env.get(ENV_STATE) else None
     return Settings(project_dir=project, inventory=inv, home=home, state_path=state)
+
+
+def check_inventory(settings: Settings) -> list[str]:
+    """The hosts of the inventory as Ansible reads it (ansible-inventory: no host is contacted).
+
+    ConfigError with one line when Ansible cannot read the inventory or finds no host in it:
+    ansible-playbook only warns about a source it cannot parse, then runs on no host and
+    succeeds.
+    """
+    tool = Path(sys.executable).parent / "ansible-inventory"  # the venv's, as the runner's
+    command = [str(tool) if tool.exists() else tool.name, "-i", str(settings.inventory), "--list"]
+    env = {**os.environ, "ANSIBLE_CONFIG": str(settings.ansible_cfg), "ANSIBLE_NOCOLOR": "1"}
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    except OSError as exc:
+        raise ConfigError(f"cannot run {command[0]}: {exc.strerror}") from None
+    try:
+        data = json.loads(proc.stdout) if proc.returncode == 0 else None
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        reason = _first_message(proc.stderr, "ERROR") or f"{tool.name} exited {proc.returncode}"
+        raise ConfigError(f"inventory {settings.inventory} cannot be read: {reason}")
+    hosts = set((data.get("_meta") or {}).get("hostvars") or {})
+    for group in data.values():
+        hosts.update((group or {}).get("hosts") or [])
+    if not hosts:
+        reason = _first_message(proc.stderr, "WARNING")
+        raise ConfigError(
+            f"inventory {settings.inventory} has no hosts" + (f" ({reason})" if reason else "")
+        )
+    return sorted(hosts)
+
+
+def _first_message(stderr: str, level: str) -> str:
+    """The text of Ansible's first "[LEVEL]: text" (or "LEVEL! text") line."""
+    for line in stderr.splitlines():
+        for prefix in (f"[{level}]:", f"{level}!"):
+            if line.startswith(prefix):
+                return line[len(prefix) :].strip()
+    return ""
 
 
 def _project_dir(env: Mapping[str, str]) -> Path:

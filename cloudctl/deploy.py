@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cloudctl.cloudconfig import fetched_path
-from cloudctl.config import Settings
+from cloudctl.config import Settings, check_inventory
 from cloudctl.errors import InputError
 from cloudctl.runner import PlayResult, ProgressCallback, previous_task_count, run_playbook
 
@@ -54,6 +54,7 @@ def deploy(
     progress: ProgressCallback | None = None,
 ) -> PlayResult:
     """Run site.yml; failed hosts are in the result (PlayResult.raise_for_failures)."""
+    check_inventory(settings)
     result = run_playbook(
         settings,
         SITE_PLAYBOOK,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cloudctl.config import Settings
+from cloudctl.config import Settings, check_inventory
 from cloudctl.errors import HostUnreachable
 from cloudctl.runner import PlayResult, ProgressCallback, failure_message, run_playbook
 
@@ -29,6 +29,7 @@ class ComponentStatus:
 def service_status(
     settings: Settings, *, limit: str | None = None, progress: ProgressCallback | None = None
 ) -> list[ComponentStatus]:
+    check_inventory(settings)
     result = run_playbook(
         settings,
         STATUS_PLAYBOOK,

@@ -20,7 +20,7 @@ from cloudctl.runner import HostStats, PlayResult
 @pytest.fixture
 def env(tmp_path, monkeypatch) -> dict[str, str]:
     inventory = tmp_path / "inventory.yml"
-    inventory.write_text("all: {}\n")
+    inventory.write_text("all:\n  hosts:\n    a:\n    b:\n")  # the hosts of fake_result
     monkeypatch.setenv("CLOUDCTL_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("CLOUDCTL_INVENTORY", str(inventory))
     monkeypatch.delenv("CLOUDCTL_PROJECT", raising=False)
