@@ -221,11 +221,10 @@ class Volumes(CloudService):
             if not check:
                 tx.table(TABLE).update(volume["id"], state=_V.IN_USE.value, attachment=attachment)
         extravars = {"cloud_volume": {**sc_view(volume), **_nc_view(volume, attachment)}}
+        hosts = ",".join(sorted({volume["sc"], instance["node"]}))  # export, then hot-plug
         if check:
-            return self._check(
-                ATTACH_PLAYBOOK, extravars, instance["node"], "volume-attach", progress
-            )
-        result = self._play(ATTACH_PLAYBOOK, extravars, instance["node"], "volume-attach", progress)
+            return self._check(ATTACH_PLAYBOOK, extravars, hosts, "volume-attach", progress)
+        result = self._play(ATTACH_PLAYBOOK, extravars, hosts, "volume-attach", progress)
         attached = _first_res(result, TASK_ATTACH)
         with self.store.transaction() as tx:
             if result.ok and attached is not None:
