@@ -25,9 +25,17 @@ from cloudctl.errors import error_lines, exit_code_for
 class CloudGroup(click.Group):
     """Turns every error into `Error: <one line>` and an exit code (a traceback with --debug)."""
 
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.UsageError as exc:
+            raise _one_line_usage(exc) from None
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:
+            raise _one_line_usage(exc) from None
         except (click.exceptions.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except Exception as exc:  # noqa: BLE001 (every error ends as one line)
@@ -37,6 +45,13 @@ class CloudGroup(click.Group):
             for line in error_lines(exc):
                 click.echo(f"Error: {line}", err=True)
             ctx.exit(exit_code_for(exc))
+
+
+def _one_line_usage(error: click.UsageError) -> click.UsageError:
+    """Without its context click prints a usage error as `Error: ...` alone (exit 2), not
+    after the usage text and a --help hint."""
+    error.ctx = None
+    return error
 
 
 @click.group(cls=CloudGroup, context_settings={"help_option_names": ["-h", "--help"]})
