@@ -443,7 +443,7 @@ def run_playbook(
         run_dir=run_dir,
         artifact_dir=run_dir / "artifacts" / ident,
         stats=collector.stats,
-        failures=collector.final_failures(),
+        failures=collector.final_failures() + _unmatched(limit, runner.status, collector.stats),
         tasks=collector.tasks,
         error=collector.error,
     )
@@ -451,6 +451,20 @@ def run_playbook(
     if journaled:
         operation_journal.finish(settings, ident, result.ok, result.status)
     return result
+
+
+def _unmatched(
+    limit: str | None, status: str, stats: Mapping[str, HostStats]
+) -> list[HostUnreachable]:
+    """Hosts named by `limit` that no play ran on: Ansible skips them ("no hosts matched")
+    and succeeds, but an operation meant for them did not happen."""
+    if not limit or status != "successful":
+        return []
+    return [
+        HostUnreachable(host, "in no group of the inventory that this operation's play targets")
+        for host in limit.split(",")
+        if host and host not in stats
+    ]
 
 
 def _write_summary(

@@ -57,8 +57,9 @@ def test_one_task_play(settings, tmp_path):
     assert result.run_dir.parent == settings.runs_dir
     assert result.run_dir.name.split("-")[1] == "test"
     assert mode(result.run_dir) == 0o700
-    assert mode(result.run_dir / "env" / "extravars") == 0o600
-    assert "cloud" in (result.run_dir / "env" / "extravars").read_text()
+    assert not (result.run_dir / "env" / "extravars").exists()  # see test_runner_secrets.py
+    assert mode(result.run_dir / "extravars.json") == 0o600
+    assert json.loads((result.run_dir / "extravars.json").read_text()) == {"who": "cloud"}
     summary = json.loads((result.run_dir / "summary.json").read_text())
     assert mode(result.run_dir / "summary.json") == 0o600
     assert summary["status"] == "successful" and summary["tasks"] == 1
@@ -102,3 +103,13 @@ def test_check_mode_changes_nothing(settings, tmp_path):
 def test_missing_playbook(settings):
     with pytest.raises(ConfigError, match="does not exist"):
         run_playbook(settings, "playbooks/nope.yml")
+
+
+def test_a_limited_host_that_no_play_targets_fails(settings, tmp_path):
+    """Ansible skips a --limit host outside the play's hosts and succeeds; cloudctl does not."""
+    play = tmp_path / "play.yml"
+    play.write_text("- hosts: nc\n  gather_facts: false\n  tasks:\n    - ansible.builtin.ping:\n")
+    result = run_playbook(settings, play, limit="box", operation="test")
+    assert not result.ok
+    [failure] = result.failures
+    assert failure.host == "box" and "in no group" in str(failure)
