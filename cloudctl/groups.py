@@ -14,6 +14,7 @@ applied to exactly the instances whose effective rules differ, in the same opera
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -30,6 +31,7 @@ DEFAULT = "default"
 PROTOCOLS = ("tcp", "udp", "icmp", "all")
 LIVE_STATES = frozenset({"pending", "running", "stopping", "stopped"})
 FIREWALL_PLAYBOOK = "playbooks/runtime/firewall_apply.yml"
+GENERATIONS = "generations"  # one record, "firewall": the last firewall generation handed out
 _NAME = re.compile(r"^[A-Za-z0-9 ._\-:/()#,@\[\]+=&;{}!$*]{1,255}$")
 
 
@@ -287,11 +289,35 @@ class Groups(CloudService):
         return self.show(group["id"])
 
 
-def changed_firewalls(tx, before: Mapping[str, list], after: Mapping[str, list]) -> list[dict]:
-    """firewall_view of every live instance whose effective rules differ."""
+def changed_firewalls(
+    tx, before: Mapping[str, list], after: Mapping[str, list], generation: int | None = None
+) -> list[dict]:
+    """firewall_view of every live instance whose effective rules differ, stamped with the
+    transaction's generation (a new one unless given)."""
     table = tx.table("instances")
-    return [
+    changed = [
         firewall_view(table.get(iid), rules)
         for iid, rules in sorted(after.items())
         if before.get(iid) != rules
     ]
+    if changed and generation is None:
+        generation = next_generation(tx)
+    return [{**view, "generation": generation} for view in changed]
+
+
+def next_generation(tx) -> int:
+    """A number above every one handed out before, for the firewall changes a transaction
+    plans: operations at once run their plays side by side, and instance_firewall applies no
+    change older than the last it applied to (or removed) an instance. Microseconds of the
+    clock at least, so that the numbers keep growing over a new state file too (the NCs keep
+    theirs until they reboot)."""
+    table = tx.table(GENERATIONS)
+    record = table.get("firewall")
+    number = max((record or {}).get("value", 0) + 1, time.time_ns() // 1000)
+    if record is None:
+        owner = current_owner()
+        record = {"id": "firewall", "account": owner.account, "user": owner.user}
+        table.insert({**record, "value": number})
+    else:
+        table.update("firewall", value=number)
+    return number

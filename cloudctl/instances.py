@@ -214,9 +214,11 @@ class Instances(CloudService):
                 table.update(r["id"], state=_S.FAILED.value, reason=reasons[r["id"]], event=event)
                 release_addresses(tx, r)
             final = [table.get(r["id"]) for r in records]
-            firewalls = sg.changed_firewalls(tx, rules_before, sg.all_effective_rules(tx))
+            generation = sg.next_generation(tx) if failed else None
+            rules_after = sg.all_effective_rules(tx)
+            firewalls = sg.changed_firewalls(tx, rules_before, rules_after, generation)
         if failed:
-            self._cleanup_hosts(failed, firewalls)
+            self._cleanup_hosts(failed, firewalls, generation)
         cache = [
             {
                 "node": t.host,
@@ -229,14 +231,16 @@ class Instances(CloudService):
             result.raise_for_failures()
         return LaunchResult(final, event, cache)
 
-    def _cleanup_hosts(self, records: list[dict[str, Any]], firewalls: list[dict]) -> None:
+    def _cleanup_hosts(
+        self, records: list[dict[str, Any]], firewalls: list[dict], generation: int | None
+    ) -> None:
         """Remove whatever a failed launch left on the hosts (best effort)."""
         hosts = sorted({*(r["cc"] for r in records), *(h["node"] for h in [*records, *firewalls])})
         run_playbook(
             self.settings,
             TERMINATE_PLAYBOOK,
             extravars={
-                "cloud_instances": [_host_view(r) for r in records],
+                "cloud_instances": [{**_host_view(r), "generation": generation} for r in records],
                 "cloud_firewalls": firewalls,
             },
             limit=",".join(hosts),
@@ -332,7 +336,9 @@ class Instances(CloudService):
             ]
             addresses = [a for a in tx.table(ADDRESSES).all() if a.get("instance") in gone]
             # Members leaving narrow other instances' source-group rules.
-            firewalls = sg.changed_firewalls(tx, rules_before, sg.all_effective_rules(tx))
+            generation = sg.next_generation(tx) if records else None
+            rules_after = sg.all_effective_rules(tx)
+            firewalls = sg.changed_firewalls(tx, rules_before, rules_after, generation)
         if not records:
             return [self.get(i) for i in ids]
         by_instance: dict[str, list[dict[str, Any]]] = {}
@@ -340,7 +346,10 @@ class Instances(CloudService):
             by_instance.setdefault(v["attachment"]["instance"], []).append(
                 {"volume": v["id"], "node": v["attachment"]["node"]}
             )
-        views = [{**_host_view(r), "volumes": by_instance.get(r["id"], [])} for r in records]
+        views = [
+            {**_host_view(r), "volumes": by_instance.get(r["id"], []), "generation": generation}
+            for r in records
+        ]
         hosts = sorted({*(r["cc"] for r in records), *(h["node"] for h in [*records, *firewalls])})
         result = run_playbook(
             self.settings,

@@ -40,6 +40,13 @@ description:
     something was inserted before them.
   - C(absent) removes the instance's chains and the rules that jump to them; the shared
     chains stay. An unknown instance is C(ok).
+  - With I(generation), changes of one instance apply in the order they were planned, not in
+    the order they arrive: several cloudctl operations at once each plan the rules of other
+    instances (a launch widens its group's members' rules, a termination narrows them), and
+    their plays run side by side. A run older than the last one applied to the instance (or
+    than the C(absent) that removed it) changes nothing and returns C(stale=true), so an
+    operation that started earlier can neither put back the firewall of an instance that a
+    later one removed (whose address the next instance may get) nor older rules over newer.
   - The rules can be applied before the instance's tap exists (they match its name), so
     the instance is protected from its first packet.
   - Check mode reports what would change; diff mode shows the instance's rules before and
@@ -96,6 +103,17 @@ options:
     type: str
     choices: [present, absent]
     default: present
+  generation:
+    description:
+      - Order of this change among the changes of the instance's firewall (cloudctl stamps
+        the changes it plans with numbers that grow). Not given = applied whatever ran before.
+    type: int
+  generation_dir:
+    description:
+      - Where the last generation of every instance is kept, one file per instance, also
+        after C(absent). On tmpfs by default: the rules do not survive a reboot either.
+    type: path
+    default: /run/cloud-instance-firewall
 notes:
   - Supports check mode and diff mode.
   - Runs as root on the Node Controller, in its network namespace.
@@ -144,6 +162,10 @@ bridge_nf_call_iptables:
   description: Whether C(net.bridge.bridge-nf-call-iptables) had to be turned on (or would be).
   type: bool
   returned: always
+stale:
+  description: Whether the run was older than I(generation) last applied, and changed nothing.
+  type: bool
+  returned: always
 """
 
 import fcntl
@@ -161,6 +183,22 @@ ANTISPOOF = "cloud-antispoof"  # INPUT and cloud-instances -> here: physdev-in T
 BRIDGE_NF = "/proc/sys/net/bridge/bridge-nf-call-iptables"
 LOCK = "/run/cloud-instance-firewall.lock"
 RULE_KEYS = {"protocol", "from_port", "to_port", "icmp_type", "icmp_code", "cidr"}
+
+
+def read_generation(directory: str, instance: str) -> int | None:
+    try:
+        with open(os.path.join(directory, instance)) as f:
+            return int(f.read().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def write_generation(directory: str, instance: str, generation: int) -> None:
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    path = os.path.join(directory, instance)
+    with open(f"{path}.tmp", "w") as f:
+        f.write(f"{generation}\n")
+    os.replace(f"{path}.tmp", path)
 
 
 class RuleError(ValueError):
@@ -519,11 +557,15 @@ def core(module: AnsibleModule) -> dict:
     changed = nf_changed
     before, after = [], []
     with open(LOCK, "a") as lock:
-        # Two runs at once (several cloudctl commands) must not both add the shared jumps.
+        # Two runs at once (several cloudctl commands) must not both add the shared jumps,
+        # nor apply their generations out of order.
         fcntl.flock(lock, fcntl.LOCK_EX)
+        generation = p["generation"]
+        last = None if generation is None else read_generation(p["generation_dir"], p["instance"])
+        stale = last is not None and last > generation
         for fw, want in tables:
             table = fw.read()
-            lines = plan(table, want, fw.declare)
+            lines = [] if stale else plan(table, want, fw.declare)
             before.append(view(table, want))
             if lines:
                 changed = True
@@ -536,10 +578,13 @@ def core(module: AnsibleModule) -> dict:
                             msg=f"{fw.tool} does not show the rules as written; "
                             f"still to do: {problem}"
                         )
-            after.append(view(table, want) if not module.check_mode else wanted_view(want))
+            after.append(view(table, want) if stale or not module.check_mode else wanted_view(want))
+        if generation is not None and not stale and not module.check_mode:
+            write_generation(p["generation_dir"], p["instance"], generation)
     res = {
         "changed": changed,
-        "chains": list(chain_names(hex_id)) if present else [],
+        "stale": stale,
+        "chains": [name for name in chain_names(hex_id) if f":{name}" in after[0] + after[1]],
         "rules": [line for line in after[0] if not line.startswith(":")],
         "ebtables": [line for line in after[1] if not line.startswith(":")],
         "bridge_nf_call_iptables": nf_changed,
@@ -564,6 +609,8 @@ def main() -> None:
             "rules": {"type": "list", "elements": "dict", "default": []},
             "dhcp_server_ip": {"type": "str"},
             "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
+            "generation": {"type": "int"},
+            "generation_dir": {"type": "path", "default": "/run/cloud-instance-firewall"},
         },
         required_if=[("state", "present", ("tap", "ip"))],
         supports_check_mode=True,

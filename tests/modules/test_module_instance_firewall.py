@@ -571,3 +571,26 @@ def test_runs_at_once_share_the_dispatch_chains(node):
             f"-A cloud-antispoof -m physdev --physdev-in {inst.tap} -j cloud-o-{inst.hex}" in lines
         )
         assert node.tcp(node.client, inst.ip)
+
+
+@integration
+def test_generations_apply_in_the_planned_order(node, tmp_path):
+    """Two cloudctl operations at once: the change planned earlier but arriving later must
+    neither put older rules over newer ones nor bring back a removed instance's chains."""
+    gens = {"generation_dir": str(tmp_path / "generations")}
+    newer = node.module(A, rules=[TCP_ANY], generation=20, **gens)
+    assert newer["changed"] is True and newer["stale"] is False
+    older = node.module(A, rules=[], generation=10, **gens)
+    assert older["changed"] is False and older["stale"] is True
+    assert node.tcp(node.client, A.ip), "the older (closed) rules replaced the newer ones"
+    assert node.module(A, rules=[TCP_ANY], generation=20, **gens)["changed"] is False
+
+    removed = node.module(A, state="absent", generation=30, **gens)
+    assert removed["changed"] is True and removed["stale"] is False
+    late = node.module(A, rules=[TCP_ANY], generation=25, **gens)
+    assert late["stale"] is True and late["changed"] is False and late["chains"] == []
+    assert not [line for line in node.filter_lines("iptables") if A.hex in line]
+    assert not [line for line in node.filter_lines("ebtables") if A.hex in line]
+    # Without a generation the rules are applied whatever ran before.
+    assert node.module(A, rules=[TCP_ANY])["changed"] is True
+    assert node.tcp(node.client, A.ip)
