@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from common import LAB, Row, cloudctl, cloudctl_argv, env, median, timed
+from common import Row, cloudctl, cloudctl_argv, env, median, timed
 
 from cloudctl import instances as inst
 from cloudctl.identity import current_owner
@@ -179,16 +179,3 @@ def concurrency_rows(base: float, repeat: int) -> tuple[list[Row], list[str]]:
         "(1 = all saw the same instances)."
     )
     return rows, checks
-
-
-def measure(
-    work: Path, base: float, repeat: int, seeded: bool = False
-) -> tuple[list[Row], list[Row], list[str]]:
-    """(instance list rows, concurrency rows, check lines)."""
-    if not (LAB / "cloudctl" / "state.json").exists():
-        raise SystemExit("the demo cloud has no state yet")
-    if not seeded:
-        seed_instances(work / "home-1000")
-    listing = list_rows(work, base, repeat)
-    concurrent, checks = concurrency_rows(base, repeat)
-    return listing, concurrent, checks

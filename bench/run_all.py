@@ -25,7 +25,17 @@ from pathlib import Path
 import cli
 import memory
 import runtime
-from common import PROJECT, Row, baseline_play, ensure_cloud, load_average, machine_facts, median
+from common import (
+    PROJECT,
+    Row,
+    accelerator,
+    baseline_play,
+    ensure_cloud,
+    host_pids,
+    load_average,
+    machine_facts,
+    median,
+)
 
 DOC = PROJECT / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- BENCH:BEGIN -->", "<!-- BENCH:END -->"
@@ -56,32 +66,44 @@ def main() -> int:
     load_start = load_average()
     work = Path(tempfile.mkdtemp(prefix="cloud-bench-"))
     out: list[str] = []
-    accel = "unknown"
+    plays: list[float] = []
+    accel = next((accelerator(pid) for pid in host_pids("qemu-system")), "unknown")
+
+    def baseline(section: str) -> tuple[float, Row]:
+        """The baseline of a section, measured right before it (under the same load)."""
+        print(f"bench: {section}", file=sys.stderr)
+        load = load_average()
+        runs = [baseline_play(work) for _ in range(args.repeat)]
+        plays.extend(runs)
+        base = median(runs)
+        spread = f"{min(runs):.2f}-{max(runs):.2f} s"
+        note = f"Baseline measured right before: median of {len(runs)} plays ({spread})"
+        out.extend([f"### {section}", "", f"{note}; load average {load}.", ""])
+        return base, Row(
+            "bare one-task ansible-runner play (baseline)", base, "s", [("baseline", base)]
+        )
+
     try:
-        plays = [baseline_play(work) for _ in range(args.repeat)]
-        base = median(plays)
-        base_row = Row("bare one-task ansible-runner play (baseline)", base, "s",
-                       [("baseline", base)])  # fmt: skip
         if "runtime" in only:
-            print("bench: runtime operations", file=sys.stderr)
+            base, base_row = baseline("Runtime operations (`bench/runtime.py`)")
             rows = runtime.measure(work, base, args.repeat)
-            out += ["### Runtime operations (`bench/runtime.py`)", "", table([base_row, *rows]), ""]
+            out += [table([base_row, *rows]), ""]
         if "cli" in only or "memory" in only:
             cli.seed_instances(work / "home-1000")  # shared by the cli and memory sections
         if "cli" in only:
-            print("bench: cloudctl list and concurrency", file=sys.stderr)
-            listing, concurrent, checks = cli.measure(work, base, args.repeat, seeded=True)
-            heading = f"### {cli.CONCURRENT} cloudctl commands at once on the demo cloud"
-            out += ["### cloudctl `instance list` (`bench/cli.py`)", "", table([base_row, *listing]),
-                    "", f"{heading} (`bench/cli.py`)", "", table([base_row, *concurrent]), "",
-                    *(f"- {line}" for line in checks), ""]  # fmt: skip
+            base, base_row = baseline("cloudctl `instance list` (`bench/cli.py`)")
+            out += [table([base_row, *cli.list_rows(work, base, args.repeat)]), ""]
+            base, base_row = baseline(
+                f"{cli.CONCURRENT} cloudctl commands at once on the demo cloud (`bench/cli.py`)"
+            )
+            rows, checks = cli.concurrency_rows(base, args.repeat)
+            out += [table([base_row, *rows]), "", *(f"- {line}" for line in checks), ""]
         if "memory" in only:
-            print("bench: memory", file=sys.stderr)
+            print("bench: Resident memory", file=sys.stderr)
             python, rows = memory.cloudctl_rows(work, args.repeat)
             qemu, accel = memory.qemu_rows(work)
             rows += qemu + memory.walrus_rows(python)
             out += ["### Resident memory (`bench/memory.py`)", "", table(rows), ""]
-        plays += [baseline_play(work) for _ in range(args.repeat)]
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -92,8 +114,11 @@ def main() -> int:
         f"{facts['cpu']}, {facts['cores']} cores, {facts['ram']} RAM, {facts['kernel']}, "
         f"Debian {facts['debian']}, Python {facts['python']}; guests under {accel}. "
         f"Load average (1/5/15 min) at the start {load_start}, at the end {load_average()}. "
-        f"Baseline play: median {base:.2f} s of the first {args.repeat} runs; all "
-        f"{len(plays)} runs (start and end) {min(plays):.2f}-{max(plays):.2f} s."
+        + (
+            f"All {len(plays)} baseline plays: {min(plays):.2f}-{max(plays):.2f} s."
+            if plays
+            else ""
+        )
     )
     text = "\n".join([head, "", *out]).rstrip() + "\n"
     print(text)
