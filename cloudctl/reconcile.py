@@ -104,7 +104,8 @@ class Reconciler(CloudService):
                         "interrupted-operation",
                         entry["id"],
                         "",
-                        journal.describe(entry),
+                        f"{entry['operation']} started {entry['created'][:19]}, its cloudctl "
+                        "process is gone",
                         "mark it reconciled",
                         fixed=fix,
                     )
