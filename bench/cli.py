@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import time
 from collections import Counter
@@ -102,8 +103,23 @@ def list_rows(work: Path, base: float, repeat: int) -> list[Row]:
     return rows
 
 
-def at_once(argvs: list[list[str]]) -> tuple[float, list[str]]:
-    """Wall time from starting all the commands to the last one's end; their outputs."""
+def children_cpu() -> float:
+    """CPU seconds (user + system) of every child process reaped so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def alone(argv: list[str]) -> tuple[float, float]:
+    """(wall, CPU) seconds of one cloudctl command."""
+    cpu = children_cpu()
+    seconds, _ = timed(lambda: run_ok(argv))
+    return seconds, children_cpu() - cpu
+
+
+def at_once(argvs: list[list[str]]) -> tuple[float, float, list[str]]:
+    """Wall time from starting all the commands to the last one's end, their CPU seconds
+    together, their outputs."""
+    cpu = children_cpu()
     start = time.perf_counter()
     procs = [
         subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
@@ -115,7 +131,7 @@ def at_once(argvs: list[list[str]]) -> tuple[float, list[str]]:
         if proc.returncode != 0:
             raise SystemExit(f"{' '.join(argv[1:])} failed:\n{err}")
         outs.append(out)
-    return time.perf_counter() - start, outs
+    return time.perf_counter() - start, children_cpu() - cpu, outs
 
 
 def group_names() -> Counter:
@@ -128,35 +144,40 @@ def concurrency_rows(base: float, repeat: int) -> tuple[list[Row], list[str]]:
     before = group_names()
     rows, checks = [], []
 
-    alone_create, alone_delete = [], []
-    for n in range(repeat):
-        name = f"{tag}-solo-{n}"
-        alone_create.append(timed(lambda name=name: cloudctl("group", "create", name))[0])
-        alone_delete.append(timed(lambda name=name: cloudctl("group", "delete", name))[0])
+    solo = [f"{tag}-solo-{n}" for n in range(repeat)]
     read = ["-o", "json", "instance", "list"]
-    alone_read = [timed(lambda: cloudctl(*read))[0] for _ in range(repeat)]
+    alone_create = [alone(cloudctl_argv("group", "create", n)) for n in solo]
+    alone_read = [alone(cloudctl_argv(*read)) for _ in range(repeat)]
+    alone_delete = [alone(cloudctl_argv("group", "delete", n)) for n in solo]
 
     names = [f"{tag}-{i:02d}" for i in range(CONCURRENT)]
-    create_s, _ = at_once([cloudctl_argv("group", "create", n) for n in names])
+    create = at_once([cloudctl_argv("group", "create", n) for n in names])
     after_create = group_names()
-    read_s, outs = at_once([cloudctl_argv(*read) for _ in range(CONCURRENT)])
-    delete_s, _ = at_once([cloudctl_argv("group", "delete", n) for n in names])
+    read_batch = at_once([cloudctl_argv(*read) for _ in range(CONCURRENT)])
+    outs = read_batch[2]
+    delete = at_once([cloudctl_argv("group", "delete", n) for n in names])
     after_delete = group_names()
 
-    for label, alone, together in [
-        ("group create", alone_create, create_s),
-        ("instance list -o json", alone_read, read_s),
-        ("group delete", alone_delete, delete_s),
+    for label, solo_runs, (wall, cpu, _) in [
+        ("group create", alone_create, create),
+        ("instance list -o json", alone_read, read_batch),
+        ("group delete", alone_delete, delete),
     ]:
-        one = median(alone)
+        one = median([w for w, _ in solo_runs])
+        one_cpu = median([c for _, c in solo_runs])
         rows.append(Row(f"{label}, one alone", one, "s", [("baseline", base)]))
         rows.append(
             Row(
                 f"{CONCURRENT} x {label} at once (wall time of all)",
-                together,
+                wall,
                 "s",
                 [("one alone", one), ("baseline", base)],
             )
+        )
+        checks.append(
+            f"CPU (user + system) of `{label}`: {one_cpu:.2f} s alone, "
+            f"{cpu / CONCURRENT:.2f} s each in the batch; the batch kept "
+            f"{cpu / wall:.2f} of the {os.cpu_count()} cores busy."
         )
 
     created = [n for n in names if after_create[n] == 1]
