@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Run every benchmark against the demo cloud; print the tables, --write puts them into
-docs/benchmarks.md (between the BENCH markers).
+"""Run every benchmark against the demo cloud and print the tables (--write: into the docs).
+
+--write puts them into docs/benchmarks.md, between the BENCH markers.
 
     .venv/bin/python bench/run_all.py --write
 
