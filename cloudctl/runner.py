@@ -368,6 +368,26 @@ def _write_extravars(run_dir: Path, extravars: Mapping[str, Any] | None) -> Path
     return Path(name)
 
 
+def _forget_extravars(
+    handler: Callable[[Mapping[str, Any]], bool], vars_file: Path | None
+) -> Callable[[Mapping[str, Any]], bool]:
+    """Remove the private extra-vars file as soon as ansible-playbook has read it.
+
+    ansible-playbook loads its extra vars before it loads the playbook, so they are read by
+    the first playbook_on_start event. Removing the file then, not only when the play ends,
+    leaves nothing behind when cloudctl is killed during the play.
+    """
+    if vars_file is None:
+        return handler
+
+    def on_event(event: Mapping[str, Any]) -> bool:
+        if event.get("event") == "playbook_on_start":
+            vars_file.unlink(missing_ok=True)
+        return handler(event)
+
+    return on_event
+
+
 def _cmdline(check: bool, vars_file: Path | None) -> str | None:
     args = ["--check", "--diff"] if check else []
     if vars_file is not None:
@@ -402,8 +422,8 @@ def run_playbook(
     `playbook` is relative to the project directory (e.g. "playbooks/site.yml") or
     absolute. Failed tasks do not raise: call PlayResult.raise_for_failures() or read
     PlayResult.failures. Extra vars reach ansible-playbook through a private temporary file
-    that is removed when the play ends; the run directory keeps extravars.json, a copy
-    with the secrets redacted (see _write_extravars).
+    that is removed once ansible-playbook has read it (at the latest when the play ends);
+    the run directory keeps extravars.json, a copy with the secrets redacted.
     """
     path = Path(playbook)
     if not path.is_absolute():
@@ -430,7 +450,7 @@ def run_playbook(
             limit=limit or None,
             tags=tags or None,
             cmdline=_cmdline(check, vars_file),
-            event_handler=collector,
+            event_handler=_forget_extravars(collector, vars_file),
             quiet=True,
             timeout=timeout,
         )

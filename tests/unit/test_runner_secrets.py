@@ -90,6 +90,28 @@ def test_secret_extravars_reach_the_play_but_not_the_run_dir(settings, tmp_path,
     assert ("--check --diff" in cmdline) == check
 
 
+def test_the_private_file_is_gone_while_the_play_runs(settings, tmp_path):
+    """ansible-playbook has read it before the play starts: a cloudctl killed during the
+    play leaves no secret behind."""
+    scratch = tempfile.gettempdir()
+    play = tmp_path / "play.yml"
+    play.write_text(
+        "- hosts: all\n  gather_facts: false\n  tasks:\n"
+        "    - name: Look for the file\n"
+        "      ansible.builtin.find:\n"
+        f"        paths: {scratch}\n"
+        "        patterns: cloudctl-vars-*\n"
+        "      register: found\n"
+        "    - name: The vars are there, the file is not\n"
+        "      ansible.builtin.assert:\n"
+        "        that:\n"
+        f"          - cloud_volume.chap_secret == '{CHAP}'\n"
+        "          - found.matched == 0\n"
+    )
+    result = run_playbook(settings, play, extravars=EXTRAVARS, operation="test")
+    assert result.ok, result.failures or result.error
+
+
 def test_the_private_file_goes_when_the_play_cannot_start(settings, tmp_path):
     play = tmp_path / "broken.yml"
     play.write_text("- hosts: all\n  tasks: [\n")
