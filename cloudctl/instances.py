@@ -212,7 +212,7 @@ class Instances(CloudService):
                 table.update(r["id"], state=_S.RUNNING.value, event=event)
             for r in failed:
                 table.update(r["id"], state=_S.FAILED.value, reason=reasons[r["id"]], event=event)
-                release_addresses(tx, r)
+                _release(tx, r)
             final = [table.get(r["id"]) for r in records]
             generation = sg.next_generation(tx) if failed else None
             rules_after = sg.all_effective_rules(tx)
@@ -372,13 +372,7 @@ class Instances(CloudService):
                 if failure:  # still shutting-down: terminate again once the host is back
                     table.update(r["id"], reason=str(failure), event=event)
                     continue
-                table.update(r["id"], state=_S.TERMINATED.value, reason="", event=event)
-                release_addresses(tx, r)
-                for v in by_instance.get(r["id"], []):
-                    tx.table("volumes").update(v["volume"], state="available", attachment=None)
-                for a in addresses:
-                    if a["instance"] == r["id"]:
-                        tx.table(ADDRESSES).update(a["id"], instance=None, private_ip=None)
+                end_instance(tx, r, _S.TERMINATED, reason="", event=event)
         result.raise_for_failures()
         return [self.get(i) for i in ids]
 
@@ -486,9 +480,22 @@ def _save_last_node(tx, zone: str, node: str) -> None:
         sched.update(zone, last_node=node)
 
 
-def release_addresses(tx, record: Mapping[str, Any]) -> None:
+def _release(tx, record: Mapping[str, Any]) -> None:
     tx.release(ip_pool(record["zone"]), record["private_ip"])
     tx.release(MAC_POOL, record["mac"])
+
+
+def end_instance(tx, record: Mapping[str, Any], state: InstanceState, **fields: Any) -> None:
+    """Record an instance gone from its hosts (terminated, or lost: failed) in `state`: its IP
+    and MAC released, its volumes available again, its elastic IP disassociated."""
+    iid = record["id"]
+    tx.table(TABLE).update(iid, state=state.value, **fields)
+    _release(tx, record)
+    for v in tx.table("volumes").all():
+        if (v.get("attachment") or {}).get("instance") == iid:
+            tx.table("volumes").update(v["id"], state="available", attachment=None)
+    for a in tx.table(ADDRESSES).search(instance=iid):
+        tx.table(ADDRESSES).update(a["id"], instance=None, private_ip=None)
 
 
 def _item_results(result: PlayResult, task: str):

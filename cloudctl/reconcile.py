@@ -25,7 +25,7 @@ from cloudctl.addresses import address_view
 from cloudctl.ids import InstanceState, VolumeState
 from cloudctl.images import TABLE as IMAGES
 from cloudctl.instances import TABLE as INSTANCES
-from cloudctl.instances import release_addresses
+from cloudctl.instances import end_instance
 from cloudctl.runner import ProgressCallback, run_playbook
 from cloudctl.services import CloudService
 from cloudctl.state import utc_now
@@ -196,6 +196,7 @@ def _compare(
             )
             if fix:
                 instances.update(iid, state=actual.value, reason="")
+    images = {i.get("sha256") for i in tx.table(IMAGES).all()}
     for node, res in nodes.items():
         leftovers = set(res["domains"]) | set(res["instance_dirs"]) | set(res["firewalls"])
         for iid in sorted(leftovers - live_ids):
@@ -209,7 +210,6 @@ def _compare(
                 "remove its domain, files and firewall",
             )
             plan.orphan_instances.append({"name": iid, "node": node})
-        images = {i.get("sha256") for i in tx.table(IMAGES).all()}
         for sha in sorted(set(res["cache"]) - images):
             drift("orphan-cache", sha, node, "cache file of no registered image", "remove it")
             plan.orphan_cache.append({"sha256": sha, "node": node})
@@ -325,12 +325,6 @@ def _end_instance(
 ) -> None:
     """Finish a lost or half-terminated instance: the state first, then the hosts (plan)."""
     iid = record["id"]
-    tx.table(INSTANCES).update(iid, state=state.value, reason=reason)
-    release_addresses(tx, record)
-    for v in tx.table(VOLUMES).all():
-        if (v.get("attachment") or {}).get("instance") == iid:
-            tx.table(VOLUMES).update(v["id"], state=_V.AVAILABLE.value, attachment=None)
-    for a in tx.table(ADDRESSES).search(instance=iid):
-        tx.table(ADDRESSES).update(a["id"], instance=None, private_ip=None)
+    end_instance(tx, record, state, reason=reason)
     plan.orphan_instances.append({"name": iid, "node": record["node"]})
     plan.orphan_reservations.append({"name": iid, "cc": record["cc"], "zone": record["zone"]})
