@@ -517,7 +517,4 @@ def _write_summary(
             for f in result.failures
         ],
     }
-    path = result.run_dir / "summary.json"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(summary, fh, indent=2)
+    _write_private(result.run_dir / "summary.json", summary)

@@ -119,7 +119,9 @@ class Volumes(CloudService):
             )
             extravars["cloud_volume"]["source_size"] = snapshot["size_bytes"]
         if check:
-            return self._check(CREATE_PLAYBOOK, extravars, record["sc"], "volume-create", progress)
+            return self._play(
+                CREATE_PLAYBOOK, extravars, record["sc"], "volume-create", progress, check=True
+            )
         with self.store.transaction() as tx:
             tx.table(TABLE).insert(record)
         result = self._play(CREATE_PLAYBOOK, extravars, record["sc"], "volume-create", progress)
@@ -223,7 +225,9 @@ class Volumes(CloudService):
         extravars = {"cloud_volume": {**sc_view(volume), **_nc_view(volume, attachment)}}
         hosts = ",".join(sorted({volume["sc"], instance["node"]}))  # export, then hot-plug
         if check:
-            return self._check(ATTACH_PLAYBOOK, extravars, hosts, "volume-attach", progress)
+            return self._play(
+                ATTACH_PLAYBOOK, extravars, hosts, "volume-attach", progress, check=True
+            )
         result = self._play(ATTACH_PLAYBOOK, extravars, hosts, "volume-attach", progress)
         attached = _first_res(result, TASK_ATTACH)
         with self.store.transaction() as tx:
@@ -356,7 +360,9 @@ class Volumes(CloudService):
         progress: ProgressCallback | None,
         check: bool = False,
     ) -> PlayResult:
-        return run_playbook(
+        """Run a runtime play; with check (--check), in check mode, where a failure raises
+        (the caller records nothing)."""
+        result = run_playbook(
             self.settings,
             playbook,
             extravars=extravars,
@@ -365,18 +371,8 @@ class Volumes(CloudService):
             progress=progress,
             operation=f"{operation}-check" if check else operation,
         )
-
-    def _check(
-        self,
-        playbook: str,
-        extravars: Mapping[str, Any],
-        host: str,
-        operation: str,
-        progress: ProgressCallback | None,
-    ) -> PlayResult:
-        """--check: the same play in check mode, which must not fail; nothing recorded."""
-        result = self._play(playbook, extravars, host, operation, progress, check=True)
-        result.raise_for_failures()
+        if check:
+            result.raise_for_failures()
         return result
 
 
