@@ -10,25 +10,12 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from cloudctl import journal
 from cloudctl.config import Settings
 from cloudctl.runner import run_playbook
 from cloudctl.state import StateStore
 
-PROJECT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-
-
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    inventory = tmp_path / "inventory.yml"
-    inventory.write_text(
-        "all:\n  hosts:\n    box:\n      ansible_connection: local\n"
-        f"      ansible_python_interpreter: {sys.executable}\n"
-    )
-    return Settings(project_dir=PROJECT, inventory=inventory, home=tmp_path / "home")
 
 
 def write_play(tmp_path: Path, task: str) -> Path:
@@ -70,7 +57,7 @@ def test_killed_operation_is_seen_by_the_next_command(settings, tmp_path):
     script = (
         "import sys\nfrom pathlib import Path\nfrom cloudctl.config import Settings\n"
         "from cloudctl.runner import run_playbook\n"
-        f"s = Settings(project_dir=Path({str(PROJECT)!r}), inventory=Path({str(settings.inventory)!r}),"
+        f"s = Settings(project_dir=Path({str(settings.project_dir)!r}), inventory=Path({str(settings.inventory)!r}),"
         f" home=Path({str(settings.home)!r}))\n"
         f"run_playbook(s, {str(play)!r}, extravars={{'ids': ['i-0a1b2c3d']}}, operation='instance-run')\n"
     )

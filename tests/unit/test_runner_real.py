@@ -4,26 +4,12 @@ from __future__ import annotations
 
 import json
 import stat
-import sys
 from pathlib import Path
 
 import pytest
 
-from cloudctl.config import Settings
 from cloudctl.errors import ConfigError, HostFailed
 from cloudctl.runner import PlayEvent, previous_task_count, run_operation, run_playbook
-
-PROJECT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    inventory = tmp_path / "inventory.yml"
-    inventory.write_text(
-        "all:\n  hosts:\n    box:\n      ansible_connection: local\n"
-        f"      ansible_python_interpreter: {sys.executable}\n"
-    )
-    return Settings(project_dir=PROJECT, inventory=inventory, home=tmp_path / "home")
 
 
 def write_play(tmp_path: Path, task: str) -> Path:

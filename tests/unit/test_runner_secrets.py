@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import stat
-import sys
 import tempfile
 from pathlib import Path
 
@@ -14,7 +13,6 @@ import pytest
 from cloudctl.config import Settings
 from cloudctl.runner import REDACTED, redact_extravars, run_playbook
 
-PROJECT = Path(__file__).resolve().parents[2]
 CHAP = "Zq8vN2kP4xR7tW1y"
 SIGNATURE = "4f1c2a9e8b7d6c5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e"
 URL = (
@@ -29,16 +27,12 @@ EXTRAVARS = {
 
 
 @pytest.fixture
-def settings(tmp_path: Path, monkeypatch) -> Settings:
-    inventory = tmp_path / "inventory.yml"
-    inventory.write_text(
-        "all:\n  hosts:\n    box:\n      ansible_connection: local\n"
-        f"      ansible_python_interpreter: {sys.executable}\n"
-    )
+def settings(settings: Settings, tmp_path: Path, monkeypatch) -> Settings:
+    """The conftest's settings, with $TMPDIR (the private extra-vars file) in tmp_path."""
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
-    return Settings(project_dir=PROJECT, inventory=inventory, home=tmp_path / "home")
+    return settings
 
 
 def files_holding(root: Path, *needles: str) -> list[str]:
