@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import ansible_runner
+import yaml
 
 from cloudctl import journal as operation_journal
 from cloudctl.config import Settings
@@ -348,20 +349,45 @@ def redact_extravars(value: Any) -> Any:
     return value
 
 
+class _UnsafeDumper(yaml.SafeDumper):
+    """YAML in which every string is tagged `!unsafe`: Ansible keeps such a value as data and
+    never evaluates it as a template, wherever a play uses it (ansible-core trusts the
+    strings of an extra-vars file as templates otherwise). Double quotes keep every byte."""
+
+
+def _unsafe_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    return dumper.represent_scalar("!unsafe", value, style='"')
+
+
+_UnsafeDumper.add_representer(str, _unsafe_str)
+
+
+def dump_untrusted(extravars: Mapping[str, Any]) -> str:
+    """The extra vars as ansible-playbook reads them: every string, keys included, as data."""
+    # Through JSON first: tuples become lists, str subclasses (enums) plain strings.
+    plain = json.loads(json.dumps(dict(extravars)))
+    return yaml.dump(plain, Dumper=_UnsafeDumper, allow_unicode=True, width=2**31)
+
+
 def _write_extravars(run_dir: Path, extravars: Mapping[str, Any] | None) -> Path | None:
     """Write the extra vars for ansible-playbook; returns the file to remove after the play.
 
-    The vars go to a private temporary file (0600, $TMPDIR) outside the run directory, which
-    is kept for audit: never to env/extravars, where ansible-runner would keep them. The run
-    directory gets extravars.json (0600) with the secrets redacted instead.
+    Every play's extra vars go through here, so no value a user gave (names, descriptions,
+    user data, keys...) can ever be templated: see dump_untrusted. The vars go to a private
+    temporary file (0600, $TMPDIR) outside the run directory, which is kept for audit: never
+    to env/extravars, where ansible-runner would keep them. The run directory gets
+    extravars.json (0600) with the secrets redacted instead.
     """
     if not extravars:
         return None
+    text = dump_untrusted(extravars)
     _write_private(run_dir / "extravars.json", redact_extravars(extravars))
-    fd, name = tempfile.mkstemp(prefix=f"cloudctl-vars-{run_dir.name.rsplit('-', 1)[1]}-")
+    fd, name = tempfile.mkstemp(
+        prefix=f"cloudctl-vars-{run_dir.name.rsplit('-', 1)[1]}-", suffix=".yml"
+    )
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(dict(extravars), fh)
+            fh.write(text)
     except BaseException:
         os.unlink(name)
         raise

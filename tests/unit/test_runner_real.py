@@ -99,3 +99,41 @@ def test_a_limited_host_that_no_play_targets_fails(settings, tmp_path):
     assert not result.ok
     [failure] = result.failures
     assert failure.host == "box" and "in no group" in str(failure)
+
+
+def test_no_extra_var_is_ever_templated(settings, tmp_path):
+    """Every string of the extra vars, at any depth and as a key, reaches the module as the
+    same bytes and is never evaluated: a template that would create a file creates none."""
+    marker = tmp_path / "evaluated"
+    canary = (
+        f"{{{{ lookup('pipe', 'touch {marker}') }}}}{{% if true %}}x{{% endif %}}"
+        "{# c #} ## template: jinja\n\ttab \r\n 'q' \"dq\" \\ $(id) `id` ; ü \u2028 !unsafe "
+    )
+    out = tmp_path / "out.json"
+    play = write_play(
+        tmp_path,
+        (
+            "    - name: Write what arrived\n"
+            "      ansible.builtin.copy:\n"
+            f"        dest: {out}\n"
+            '        content: \'{{ {"top": top, "items": items, "keys": keyed | list,'
+            ' "looped": looped} | to_json }}\'\n'
+            "      vars:\n"
+            "        looped: \"{{ items | map(attribute='text') | list }}\"\n"
+        ),
+    )
+    extravars = {
+        "top": canary,
+        "items": [{"text": canary}, {"text": [canary]}],
+        "keyed": {canary: 1},
+    }
+    result = run_playbook(settings, play, extravars=extravars, operation="test")
+    assert result.ok, result.failures
+    assert not marker.exists()
+    arrived = json.loads(out.read_text())
+    assert arrived == {
+        "top": canary,
+        "items": extravars["items"],
+        "keys": [canary],
+        "looped": [canary, [canary]],
+    }
