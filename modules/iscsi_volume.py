@@ -14,7 +14,7 @@ description:
   - Reads the SC configuration (C(sc.json), written by the C(sc) role) for the store
     (sparse file C(<volume_dir>/<name>.img) or logical volume C(<volume_group>/<name>)), the
     target name prefix and the portal.
-  - Finds the target by its IQN C(<iqn_prefix>:<name>) in C(tgtadm --mode target --op show);
+  - Finds the target by its IQN C(<iqn_prefix>:<name>) in tgtd's target list;
     a new target gets the smallest free tid. tgtd keeps targets in memory only, so after a
     tgtd restart the module re-creates the missing target on the existing backing store
     without touching the data (reported as a change).
@@ -32,7 +32,9 @@ description:
   - Target changes run under a lock file (C(/run/lock/cloud-sc.lock)) so that concurrent runs
     never pick the same tid.
 requirements:
-  - tgt (C(tgtadm)) with tgtd running (service C(cloud-tgtd))
+  - tgt with tgtd running (service C(cloud-tgtd)) on its default control port (socket
+    C(/var/run/tgtd/socket.0)); the module talks to it over that socket, never through a
+    C(tgtadm) command line, which would show the CHAP secret in C(/proc) on the SC
   - lvm2 and util-linux C(blkdiscard) for the C(lvm) store
 options:
   name:
@@ -58,7 +60,9 @@ options:
       - With C(state=absent), this account is deleted too unless another target uses it.
     type: str
   chap_secret:
-    description: CHAP secret of the volume (never shown in the output or the diff).
+    description:
+      - CHAP secret of the volume (never shown in the output or the diff, never on a command
+        line). No comma and no NUL in it or in I(chap_user).
     type: str
   source_url:
     description:
@@ -142,6 +146,7 @@ import urllib.parse
 import urllib.request
 import zlib
 
+from ansible.module_utils import tgt_ipc as ipc
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.cloud_role_config import RoleConfigError, read_role_config
 
@@ -334,7 +339,8 @@ class LvmStore:
 
 
 def parse_targets(text: str) -> dict[str, dict]:
-    """``tgtadm --mode target --op show`` as {iqn: {tid, sessions, luns, accounts, acl}}."""
+    """tgtd's target list (as ``tgtadm --mode target --op show`` prints it) as
+    {iqn: {tid, sessions, luns, accounts, acl}}."""
     targets: dict[str, dict] = {}
     target = section = lun = None
     for line in text.splitlines():
@@ -364,28 +370,48 @@ def parse_targets(text: str) -> dict[str, dict]:
 
 
 class Tgt:
-    """tgtadm calls; a failed call raises Failure with tgtadm's message."""
+    """tgtd's management requests, sent over its socket (module_utils/tgt_ipc) rather than
+    through tgtadm, whose command line (/proc/PID/cmdline) anyone on the SC could read, CHAP
+    secret included. A failed request raises Failure with tgtd's reason."""
 
-    def __init__(self, module: AnsibleModule) -> None:
-        self.module = module
-        self.tgtadm = module.get_bin_path("tgtadm", required=True)
-
-    def run(self, *args: str) -> str:
-        rc, out, err = self.module.run_command([self.tgtadm, "--lld", "iscsi", *args])
-        if rc != 0:
-            msg = (err or out).strip()
-            hint = " (is tgtd, service cloud-tgtd, running?)" if "connect" in msg else ""
-            # Never echo a --password argument.
-            shown = " ".join(a for a in args[:4])
-            raise Failure(f"tgtadm {shown} failed: {msg}{hint}")
-        return out
+    def request(self, mode: int, op: int, **kw) -> str:
+        try:
+            return ipc.request(mode, op, **kw)
+        except ipc.TgtdUnreachable as exc:
+            raise Failure(f"{exc} (is tgtd, service cloud-tgtd, running?)")
+        except ipc.TgtIpcError as exc:
+            raise Failure(str(exc))
 
     def targets(self) -> dict[str, dict]:
-        return parse_targets(self.run("--mode", "target", "--op", "show"))
+        return parse_targets(self.request(ipc.MODE_TARGET, ipc.OP_SHOW))
 
     def accounts(self) -> list[str]:
-        out = self.run("--mode", "account", "--op", "show")
+        out = self.request(ipc.MODE_ACCOUNT, ipc.OP_SHOW)
         return [line.strip() for line in out.splitlines()[1:] if line.strip()]
+
+    def new_target(self, tid: int, iqn: str) -> None:
+        self.request(ipc.MODE_TARGET, ipc.OP_NEW, tid=tid, params={"targetname": iqn})
+
+    def delete_target(self, tid: int) -> None:
+        self.request(ipc.MODE_TARGET, ipc.OP_DELETE, tid=tid, force=True)
+
+    def new_lun(self, tid: int, lun: int, path: str) -> None:
+        self.request(ipc.MODE_DEVICE, ipc.OP_NEW, tid=tid, lun=lun, params={"path": path})
+
+    def allow_address(self, tid: int, address: str) -> None:
+        params = {"initiator-address": address}
+        self.request(ipc.MODE_TARGET, ipc.OP_BIND, tid=tid, params=params)
+
+    def new_account(self, user: str, secret: str) -> None:
+        params = {"user": user, "password": secret}  # tgtd wants user first
+        self.request(ipc.MODE_ACCOUNT, ipc.OP_NEW, params=params)
+
+    def delete_account(self, user: str) -> None:
+        self.request(ipc.MODE_ACCOUNT, ipc.OP_DELETE, params={"user": user})
+
+    def bind_account(self, tid: int, user: str, bind: bool = True) -> None:
+        op = ipc.OP_BIND if bind else ipc.OP_UNBIND
+        self.request(ipc.MODE_ACCOUNT, op, tid=tid, params={"user": user})
 
 
 @contextlib.contextmanager
@@ -483,32 +509,30 @@ def export(tgt: Tgt, iqn: str, path: str, want_users: list[str], secret: str | N
     target = targets.get(iqn)
     created = target is None
     tid = target["tid"] if target else free_tid(targets)
-    t = str(tid)
     try:
         if created:
-            tgt.run("--mode", "target", "--op", "new", "--tid", t, "--targetname", iqn)
+            tgt.new_target(tid, iqn)
             target = {"luns": {}, "acl": [], "accounts": []}
         if LUN not in target["luns"]:
-            tgt.run("--mode", "logicalunit", "--op", "new", "--tid", t, "--lun", str(LUN),
-                    "--backing-store", path)  # fmt: skip
+            tgt.new_lun(tid, LUN, path)
         if "ALL" not in target["acl"]:
-            tgt.run("--mode", "target", "--op", "bind", "--tid", t, "--initiator-address", "ALL")
+            tgt.allow_address(tid, "ALL")
         accounts = tgt.accounts()
         for user in target["accounts"]:
             if user not in want_users:
-                tgt.run("--mode", "account", "--op", "unbind", "--tid", t, "--user", user)
+                tgt.bind_account(tid, user, bind=False)
         for user in want_users:
             if user in target["accounts"]:
                 continue
             # tgtd never shows a password: an account not bound here gets the given secret.
             if user in accounts:
-                tgt.run("--mode", "account", "--op", "delete", "--user", user)
-            tgt.run("--mode", "account", "--op", "new", "--user", user, "--password", secret)
-            tgt.run("--mode", "account", "--op", "bind", "--tid", t, "--user", user)
+                tgt.delete_account(user)
+            tgt.new_account(user, secret)
+            tgt.bind_account(tid, user)
     except Failure:
         if created:
             with contextlib.suppress(Failure):
-                tgt.run("--mode", "target", "--op", "delete", "--force", "--tid", t)
+                tgt.delete_target(tid)
         raise
     return tid
 
@@ -540,9 +564,9 @@ def absent(module, conf, store, tgt, iqn) -> dict:
         return result
     if target:
         with tgt_lock():
-            tgt.run("--mode", "target", "--op", "delete", "--force", "--tid", str(target["tid"]))
+            tgt.delete_target(target["tid"])
     for user in sorted(users):
-        tgt.run("--mode", "account", "--op", "delete", "--user", user)
+        tgt.delete_account(user)
     store.remove()
     return result
 
@@ -555,16 +579,18 @@ def core(module: AnsibleModule) -> dict:
     store = (FileStore if conf["store"] == "file" else LvmStore)(module, conf, p["name"])
     iqn = f"{conf['iqn_prefix']}:{p['name']}"
     if p["state"] == "absent":
-        return absent(module, conf, store, Tgt(module), iqn)
+        return absent(module, conf, store, Tgt(), iqn)
     if not p["size_gb"] or p["size_gb"] < 1:
         raise Failure("size_gb (at least 1) is required for state=present")
     if conf["chap"] and not (p["chap_user"] and p["chap_secret"]):
         raise Failure(f"{p['sc_config']} wants CHAP: chap_user and chap_secret are required")
+    if any(c in ipc.FORBIDDEN for c in (p["chap_user"] or "") + (p["chap_secret"] or "")):
+        raise Failure("chap_user and chap_secret cannot hold a comma or a NUL (tgtd refuses them)")
     if p["source_url"] and urllib.parse.urlsplit(p["source_url"]).scheme not in ("http", "https"):
         raise Failure("source_url must be an http:// or https:// URL")
     if not conf["chap"] and p["chap_user"]:
         module.warn(f"{p['sc_config']} says chap=false: chap_user/chap_secret are ignored")
-    return present(module, conf, store, Tgt(module), iqn)
+    return present(module, conf, store, Tgt(), iqn)
 
 
 def main() -> None:

@@ -86,17 +86,24 @@ def run_module(
     return result
 
 
+def load_module_utils(name: str | None = None):
+    """Add the project's module_utils folder to ``ansible.module_utils``; with ``name``,
+    import and return ``ansible.module_utils.<name>``."""
+    import ansible.module_utils
+
+    utils = str(ROOT / "module_utils")
+    if utils not in ansible.module_utils.__path__:
+        ansible.module_utils.__path__.append(utils)
+    return importlib.import_module(f"ansible.module_utils.{name}") if name else None
+
+
 def load_module_source(name: str):
     """Import modules/<name>.py as a Python module (for unit tests of its pure functions).
 
     The project's module_utils folder is added to ``ansible.module_utils`` so that
     ``from ansible.module_utils.cloud_net import ...`` resolves as it does under Ansible.
     """
-    import ansible.module_utils
-
-    utils = str(ROOT / "module_utils")
-    if utils not in ansible.module_utils.__path__:
-        ansible.module_utils.__path__.append(utils)
+    load_module_utils()
     spec = importlib.util.spec_from_file_location(
         f"project_module_{name}", ROOT / "modules" / f"{name}.py"
     )

@@ -1,15 +1,20 @@
 """modules/iscsi_volume.py run for real through ansible-playbook inside a test SC host (network
 namespace + private /run, see sc_host.py) with a real tgtd; QEMU's iSCSI initiator
-(qemu-img, libiscsi, as the NC uses it) checks the export and its CHAP."""
+(qemu-img, libiscsi, as the NC uses it) checks the export and its CHAP. Its tgtd client
+(module_utils/tgt_ipc.py) is compared with Debian's tgtadm byte for byte."""
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import time
 
 import pytest
-from modhelpers import run_module
-from sc_host import IQN_PREFIX, ScHost, sparse_usage, wait_for
+from modhelpers import load_module_utils, run_module
+from sc_host import IQN_PREFIX, ScHost, sparse_usage, stop, wait_for
+
+ipc = load_module_utils("tgt_ipc")
 
 pytestmark = pytest.mark.integration
 
@@ -21,8 +26,6 @@ USER, SECRET = "vol-0a1b2c3d", "s3cret-0a1b2c"
 
 @pytest.fixture(scope="module")
 def sc(tmp_path_factory):
-    import os
-
     if os.geteuid() != 0:
         pytest.skip("needs root")
     host = ScHost(tmp_path_factory.mktemp("sc"))
@@ -169,3 +172,121 @@ def test_smallest_free_tid_and_chap_rules(sc, volume):
         ok(volume(name=name, state="absent"))
     assert "Target " not in sc.show()
     assert not list(sc.volume_dir.iterdir())
+
+
+def test_chap_secret_never_on_a_command_line(sc, volume, tmp_path):
+    """strace records the command line of every program the run starts (ansible-playbook, the
+    module's interpreter, anything the module runs): the CHAP secret is on none of them."""
+    name, secret = "vol-0c0c0c0c", "Cmd1ine0Canary42"
+    trace = tmp_path / "execve.log"
+    strace = ["strace", "-f", "-qq", "--seccomp-bpf", "-e", "trace=execve", "-s", "65536",
+              "-o", str(trace)]  # fmt: skip
+    args = {"sc_config": str(sc.config), "name": name, "size_gb": 1, "chap_user": name,
+            "chap_secret": secret}  # fmt: skip
+    ok(run_module(tmp_path, "iscsi_volume", args, wrapper=[*strace, *sc.wrapper]))
+    execs = trace.read_text()
+    assert "ansible-playbook" in execs and "/usr/bin/python3" in execs, execs[:2000]
+    assert secret not in execs
+    assert qemu_info(sc, name, secret, f"{IQN_PREFIX}:{name}").returncode == 0
+    wrong = qemu_info(sc, name, "wrong-secret-00", f"{IQN_PREFIX}:{name}")
+    assert wrong.returncode != 0 and "Authentication failure" in wrong.stderr
+    ok(volume(name=name, state="absent"))
+
+
+# Every request iscsi_volume sends: tgtadm's arguments, and the same request through tgt_ipc.
+REQUESTS = [
+    ("--mode target --op show", ipc.MODE_TARGET, ipc.OP_SHOW, {}),
+    ("--mode account --op show", ipc.MODE_ACCOUNT, ipc.OP_SHOW, {}),
+    (f"--mode target --op new --tid 7 --targetname {IQN}", ipc.MODE_TARGET, ipc.OP_NEW,
+     {"tid": 7, "params": {"targetname": IQN}}),
+    ("--mode logicalunit --op new --tid 7 --lun 1 --backing-store /srv/v.img", ipc.MODE_DEVICE,
+     ipc.OP_NEW, {"tid": 7, "lun": 1, "params": {"path": "/srv/v.img"}}),
+    ("--mode target --op bind --tid 7 --initiator-address ALL", ipc.MODE_TARGET, ipc.OP_BIND,
+     {"tid": 7, "params": {"initiator-address": "ALL"}}),
+    ("--mode account --op new --user u7 --password pw-7", ipc.MODE_ACCOUNT, ipc.OP_NEW,
+     {"params": {"user": "u7", "password": "pw-7"}}),
+    ("--mode account --op bind --tid 7 --user u7", ipc.MODE_ACCOUNT, ipc.OP_BIND,
+     {"tid": 7, "params": {"user": "u7"}}),
+    ("--mode account --op unbind --tid 7 --user u7", ipc.MODE_ACCOUNT, ipc.OP_UNBIND,
+     {"tid": 7, "params": {"user": "u7"}}),
+    ("--mode account --op delete --user u7", ipc.MODE_ACCOUNT, ipc.OP_DELETE,
+     {"params": {"user": "u7"}}),
+    ("--mode target --op delete --force --tid 7", ipc.MODE_TARGET, ipc.OP_DELETE,
+     {"tid": 7, "force": True}),
+]  # fmt: skip
+
+
+def tgtadm_bytes(sc: ScHost, args: str) -> bytes:
+    """What tgtadm sends for ``args``: caught on a socket of our own in the host's /run
+    (tgtadm --control-port 9 connects to /run/tgtd/socket.9), answered with success."""
+    path = f"/proc/{sc.holder.pid}/root/run/tgtd/socket.9"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(path)
+        server.listen(1)
+        server.settimeout(30)
+        cmd = [*sc.wrapper, "tgtadm", "--lld", "iscsi", "--control-port", "9", *args.split()]
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            conn, _ = server.accept()
+            with conn:
+                head = ipc.recv_exactly(conn, ipc.REQ.size)
+                sent = head + ipc.recv_exactly(conn, ipc.REQ.unpack(head)[3] - ipc.REQ.size)
+                conn.sendall(ipc.RSP.pack(0, ipc.RSP.size))
+            assert proc.wait(timeout=30) == 0, proc.stderr.read()
+        finally:
+            stop(proc)
+            os.unlink(path)
+    return sent
+
+
+def test_tgt_ipc_sends_what_tgtadm_sends(sc):
+    for args, mode, op, kw in REQUESTS:
+        assert ipc.encode(mode, op, **kw) == tgtadm_bytes(sc, args), args
+
+
+def test_tgt_ipc_errors_as_tgtadm_words_them(sc):
+    """Requests that tgtd refuses: tgt_ipc reports tgtadm's reason (so its error table
+    matches tgtd's codes), never the password."""
+    path = f"/proc/{sc.holder.pid}/root/run/tgtd/socket.0"
+    password = "pw-in-no-message"
+    ipc.request(ipc.MODE_TARGET, ipc.OP_NEW, tid=9, params={"targetname": IQN}, path=path)
+    ipc.request(ipc.MODE_TARGET, ipc.OP_BIND, tid=9, params={"initiator-address": "ALL"},
+                path=path)  # fmt: skip
+    new_account = {"params": {"user": "u9", "password": password}}
+    ipc.request(ipc.MODE_ACCOUNT, ipc.OP_NEW, path=path, **new_account)
+    assert "\n    u9\n" in sc.tgtadm("--mode", "account", "--op", "show").stdout
+    refused = [
+        (f"--mode target --op new --tid 9 --targetname {IQN}x", ipc.MODE_TARGET, ipc.OP_NEW,
+         {"tid": 9, "params": {"targetname": f"{IQN}x"}}),
+        ("--mode target --op bind --tid 9 --initiator-address ALL", ipc.MODE_TARGET,
+         ipc.OP_BIND, {"tid": 9, "params": {"initiator-address": "ALL"}}),
+        ("--mode target --op unbind --tid 9 --initiator-address 192.0.2.1", ipc.MODE_TARGET,
+         ipc.OP_UNBIND, {"tid": 9, "params": {"initiator-address": "192.0.2.1"}}),
+        ("--mode target --op delete --tid 77", ipc.MODE_TARGET, ipc.OP_DELETE, {"tid": 77}),
+        ("--mode account --op new --user u9 --password other", ipc.MODE_ACCOUNT, ipc.OP_NEW,
+         new_account),
+        ("--mode account --op delete --user nobody", ipc.MODE_ACCOUNT, ipc.OP_DELETE,
+         {"params": {"user": "nobody"}}),
+    ]  # fmt: skip
+    reasons = set()
+    for args, mode, op, kw in refused:
+        cli = sc.tgtadm(*args.split())
+        reason = cli.stderr.strip().removeprefix("tgtadm: ")
+        assert cli.returncode != 0 and reason, args
+        with pytest.raises(ipc.TgtdRefused) as exc:
+            ipc.request(mode, op, path=path, **kw)
+        assert str(exc.value).endswith(f" refused by tgtd: {reason}"), (args, str(exc.value))
+        assert password not in str(exc.value)
+        reasons.add(reason)
+    assert len(reasons) == 6  # six different codes of the table
+
+    with pytest.raises(ipc.TgtIpcError, match="comma") as exc:
+        ipc.request(ipc.MODE_ACCOUNT, ipc.OP_NEW, params={"user": "u8", "password": "a,b"},
+                    path=path)  # fmt: skip
+    assert "a,b" not in str(exc.value)
+    assert "u8" not in sc.tgtadm("--mode", "account", "--op", "show").stdout
+    with pytest.raises(ipc.TgtdUnreachable, match="socket.99"):
+        ipc.request(ipc.MODE_TARGET, ipc.OP_SHOW, path=path.replace("socket.0", "socket.99"))
+    ipc.request(ipc.MODE_ACCOUNT, ipc.OP_DELETE, params={"user": "u9"}, path=path)
+    ipc.request(ipc.MODE_TARGET, ipc.OP_DELETE, tid=9, force=True, path=path)
+    assert "Target " not in sc.show()
