@@ -17,11 +17,10 @@ from typing import Any
 
 import yaml
 
-from cloudctl.config import Settings
+from cloudctl.config import CLC_CONFIG, CLC_INVENTORY, Settings
 from cloudctl.errors import ConfigError, InputError
 
 ENV_CONFIG = "CLOUDCTL_CONFIG"
-CLC_CONFIG = Path("/etc/cloud/cloud.yml")
 
 
 @dataclass(frozen=True)
@@ -71,6 +70,7 @@ class CloudConfig:
     walrus: Walrus
     path: Path
     scheduling_policy: str = "roundrobin"
+    cloud_id: str = ""  # made by the deploy; the state records it ("" = deployed before ids)
 
     def zone_or_default(self, zone: str | None) -> str:
         """The zone asked for, else the first zone by name."""
@@ -172,6 +172,7 @@ def parse_config(data: Mapping[str, Any], path: Path) -> CloudConfig:
             ),
             path=path,
             scheduling_policy=policy,
+            cloud_id=str(data.get("cloud_id") or ""),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ConfigError(
@@ -200,8 +201,8 @@ def config_path(settings: Settings, env: Mapping[str, str] | None = None) -> Pat
     env = os.environ if env is None else env
     if env.get(ENV_CONFIG):
         return Path(env[ENV_CONFIG]).expanduser()
-    if os.access(CLC_CONFIG, os.R_OK):
-        return CLC_CONFIG
+    if settings.inventory == CLC_INVENTORY and os.access(CLC_CONFIG, os.R_OK):
+        return CLC_CONFIG  # cloudctl works on the CLC's own cloud
     copy = fetched_path(settings)
     return copy if copy.is_file() else None
 

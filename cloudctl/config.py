@@ -4,19 +4,28 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from cloudctl.errors import ConfigError
+import yaml
+
+from cloudctl.errors import ConfigError, InputError
 
 ENV_PROJECT = "CLOUDCTL_PROJECT"
+ENV_CLOUD = "CLOUDCTL_CLOUD"
+ENV_CLOUDS = "CLOUDCTL_CLOUDS"
 ENV_INVENTORY = "CLOUDCTL_INVENTORY"
 ENV_HOME = "CLOUDCTL_HOME"
 ENV_STATE = "CLOUDCTL_STATE"
-DEFAULT_INVENTORY = Path("inventory") / "ciab"
+# The CLC's own files (the clc role): on a CLC, cloudctl works on the cloud it controls.
+CLC_CONFIG = Path("/etc/cloud/cloud.yml")
+CLC_INVENTORY = Path("/etc/cloud/clc/inventory")
+STATE_FILE = "state.json"
 
 
 @dataclass(frozen=True)
@@ -24,13 +33,14 @@ class Settings:
     project_dir: Path  # repository root: ansible.cfg, playbooks/, roles/, modules/
     inventory: Path
     home: Path  # run artifacts live under <home>/runs
-    # The state store (cloudctl.state); default <home>/state.json. On a CLC the clc role's
-    # profile sets CLOUDCTL_STATE.
+    # The state store (cloudctl.state); default <home>/state.json, on a CLC the state
+    # directory its cloud.yml names.
     state_path: Path | None = None
+    cloud: str = ""  # the name of the cloud in the clouds file ("" = none)
 
     def __post_init__(self) -> None:
         if self.state_path is None:
-            object.__setattr__(self, "state_path", self.home / "state.json")
+            object.__setattr__(self, "state_path", self.home / STATE_FILE)
 
     @property
     def ansible_cfg(self) -> Path:
@@ -52,32 +62,169 @@ class Settings:
         return self.runs_dir
 
 
+# --- named clouds ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NamedCloud:
+    """One cloud of the clouds file: where its inventory, home and state are."""
+
+    name: str
+    inventory: Path
+    home: Path
+    state: Path | None = None  # default <home>/state.json
+
+
+def clouds_file(env: Mapping[str, str] | None = None) -> Path:
+    """$CLOUDCTL_CLOUDS, else $XDG_CONFIG_HOME/cloudctl/clouds.yaml (~/.config by default)."""
+    env = os.environ if env is None else env
+    if env.get(ENV_CLOUDS):
+        return Path(env[ENV_CLOUDS]).expanduser().absolute()
+    base = Path(env["XDG_CONFIG_HOME"]) if env.get("XDG_CONFIG_HOME") else Path.home() / ".config"
+    return base / "cloudctl" / "clouds.yaml"
+
+
+def load_clouds(path: Path) -> tuple[str, dict[str, NamedCloud]]:
+    """(default cloud name, clouds by name) of a clouds file; ("", {}) when there is none."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        return "", {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read the clouds file {path}: {exc}") from None
+    try:
+        clouds = {
+            str(name): NamedCloud(
+                name=str(name),
+                inventory=Path(spec["inventory"]),
+                home=Path(spec["home"]),
+                state=Path(spec["state"]) if spec.get("state") else None,
+            )
+            for name, spec in (data.get("clouds") or {}).items()
+        }
+        return str(data.get("default") or ""), clouds
+    except (AttributeError, KeyError, TypeError) as exc:
+        raise ConfigError(f"clouds file {path} is malformed: {exc!r}") from None
+
+
+def save_clouds(path: Path, default: str, clouds: Mapping[str, NamedCloud]) -> None:
+    """Write the clouds file (0600), atomically."""
+    data = {
+        "default": default or None,
+        "clouds": {
+            c.name: {"inventory": str(c.inventory), "home": str(c.home)}
+            | ({"state": str(c.state)} if c.state else {})
+            for c in clouds.values()
+        },
+    }
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write("# cloudctl's named clouds: `cloudctl cloud add|list|remove` edit this file.\n")
+        yaml.safe_dump(data, fh, sort_keys=False)
+    os.replace(tmp, path)
+
+
+_CLOUD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+def add_cloud(path: Path, cloud: NamedCloud, make_default: bool = False) -> bool:
+    """Name a cloud in the clouds file (the first one named becomes the default); True when
+    the file changed. A name already given to other files is refused."""
+    if not _CLOUD_NAME.match(cloud.name):
+        raise InputError(
+            f"cloud name {cloud.name!r}: letters, digits, '.', '_' and '-', at most 63"
+        )
+    if not cloud.inventory.exists():
+        raise InputError(f"inventory {cloud.inventory} does not exist")
+    default, clouds = load_clouds(path)
+    old = clouds.get(cloud.name)
+    if old is not None and old != cloud:
+        raise InputError(
+            f"cloud {cloud.name!r} is already named in {path} with other files "
+            "(`cloudctl cloud remove` it first)"
+        )
+    clouds[cloud.name] = cloud
+    new_default = cloud.name if make_default or not default else default
+    if old == cloud and new_default == default:
+        return False
+    save_clouds(path, new_default, clouds)
+    return True
+
+
+def remove_cloud(path: Path, name: str) -> None:
+    """Forget a named cloud (its inventory, home and state are left as they are)."""
+    default, clouds = load_clouds(path)
+    if name not in clouds:
+        raise InputError(f"no cloud named {name!r} in {path}")
+    del clouds[name]
+    save_clouds(path, "" if default == name else default, clouds)
+
+
 def resolve_settings(
     inventory: str | os.PathLike[str] | None = None,
     env: Mapping[str, str] | None = None,
+    cloud: str | None = None,
 ) -> Settings:
-    """Resolve settings from options, then environment, then defaults.
+    """Resolve which cloud to work on and where its files are.
 
-    Raises ConfigError with one clear line when the project or the inventory is missing.
+    The cloud is, in order: `cloud` (--cloud) or $CLOUDCTL_CLOUD, a named cloud of the clouds
+    file; else an explicit inventory (--inventory, $CLOUDCTL_INVENTORY) with $CLOUDCTL_HOME;
+    else, on a CLC host, the cloud it controls; else the clouds file's default cloud.
+    $CLOUDCTL_HOME and $CLOUDCTL_STATE override the home and state of any of them.
+    Raises ConfigError with one clear line when no cloud is chosen or its inventory is missing.
     """
     env = os.environ if env is None else env
     project = _project_dir(env)
+    name = cloud or env.get(ENV_CLOUD) or ""
+    explicit_inventory = inventory if inventory is not None else env.get(ENV_INVENTORY)
+    state = Path(env[ENV_STATE]).expanduser().absolute() if env.get(ENV_STATE) else None
+    named: NamedCloud | None = None
+    if name or not (explicit_inventory or env.get(ENV_HOME) or CLC_CONFIG.is_file()):
+        path = clouds_file(env)
+        default, clouds = load_clouds(path)
+        name = name or default
+        if not name:
+            raise ConfigError(
+                f"no cloud chosen: add one with `cloudctl cloud add NAME --inventory DIR "
+                f"--default` ({path}), or give --cloud NAME or --inventory"
+            )
+        if name not in clouds:
+            known = ", ".join(sorted(clouds)) or "none"
+            raise ConfigError(f"no cloud named {name!r} in {path} (clouds: {known})")
+        named = clouds[name]
 
-    if inventory is not None:
-        inv = Path(inventory).expanduser().absolute()
-    elif env.get(ENV_INVENTORY):
-        inv = Path(env[ENV_INVENTORY]).expanduser().absolute()
+    if explicit_inventory:
+        inv = Path(explicit_inventory).expanduser().absolute()
+    elif named:
+        inv = named.inventory
     else:
-        inv = project / DEFAULT_INVENTORY
+        inv = CLC_INVENTORY
     if not inv.exists():
         raise ConfigError(f"inventory {inv} does not exist (use --inventory or {ENV_INVENTORY})")
 
     if env.get(ENV_HOME):
         home = Path(env[ENV_HOME]).expanduser().absolute()
+    elif named:
+        home = named.home
     else:
         home = Path.home() / ".cloudctl"
-    state = Path(env[ENV_STATE]).expanduser().absolute() if env.get(ENV_STATE) else None
-    return Settings(project_dir=project, inventory=inv, home=home, state_path=state)
+    if state is None and named:
+        state = named.state
+    if state is None and not named and not env.get(ENV_HOME):
+        state = clc_state_path()
+    return Settings(project_dir=project, inventory=inv, home=home, state_path=state, cloud=name)
+
+
+def clc_state_path() -> Path | None:
+    """On a CLC host: the state file in the state directory its cloud.yml names."""
+    try:
+        data = yaml.safe_load(CLC_CONFIG.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+    if isinstance(data, Mapping) and data.get("state_dir"):
+        return Path(str(data["state_dir"])) / STATE_FILE
+    return None
 
 
 def check_inventory(settings: Settings) -> list[str]:
@@ -87,6 +234,11 @@ def check_inventory(settings: Settings) -> list[str]:
     ansible-playbook only warns about a source it cannot parse, then runs on no host and
     succeeds.
     """
+    return sorted(inventory_hosts(settings))
+
+
+def inventory_hosts(settings: Settings) -> dict[str, dict]:
+    """Each host of the inventory with its variables (not templated), as check_inventory."""
     tool = Path(sys.executable).parent / "ansible-inventory"  # the venv's, as the runner's
     command = [str(tool) if tool.exists() else tool.name, "-i", str(settings.inventory), "--list"]
     env = {**os.environ, "ANSIBLE_CONFIG": str(settings.ansible_cfg), "ANSIBLE_NOCOLOR": "1"}
@@ -101,15 +253,16 @@ def check_inventory(settings: Settings) -> list[str]:
     if not isinstance(data, dict):
         reason = _first_message(proc.stderr, "ERROR") or f"{tool.name} exited {proc.returncode}"
         raise ConfigError(f"inventory {settings.inventory} cannot be read: {reason}")
-    hosts = set((data.get("_meta") or {}).get("hostvars") or {})
+    hosts = dict((data.get("_meta") or {}).get("hostvars") or {})
     for group in data.values():
-        hosts.update((group or {}).get("hosts") or [])
+        for host in (group or {}).get("hosts") or []:
+            hosts.setdefault(host, {})
     if not hosts:
         reason = _first_message(proc.stderr, "WARNING")
         raise ConfigError(
             f"inventory {settings.inventory} has no hosts" + (f" ({reason})" if reason else "")
         )
-    return sorted(hosts)
+    return hosts
 
 
 def _first_message(stderr: str, level: str) -> str:

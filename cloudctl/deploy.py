@@ -6,10 +6,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cloudctl.cloudconfig import fetched_path
+from cloudctl.cloudconfig import fetched_path, get_config
 from cloudctl.config import Settings, check_inventory
 from cloudctl.errors import InputError
 from cloudctl.runner import PlayResult, ProgressCallback, previous_task_count, run_playbook
+from cloudctl.state import StateStore
 
 SITE_PLAYBOOK = "playbooks/site.yml"
 
@@ -69,6 +70,13 @@ def deploy(
         # The deploy may have changed the cloud configuration: fetch it again when needed.
         fetched_path(settings).unlink(missing_ok=True)
     return result
+
+
+def record_cloud(settings: Settings) -> bool:
+    """After a deploy: the state records the cloud's id (made by the deploy), created when
+    there is none; the state of another cloud is refused. True when the state was written."""
+    config = get_config(settings)
+    return StateStore(settings.state_path).initialize(config.cloud_id, config.cloud_name)
 
 
 def host_summary(result: PlayResult) -> list[HostSummary]:

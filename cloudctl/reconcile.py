@@ -15,14 +15,14 @@ retried by the next run.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from cloudctl import journal
 from cloudctl.addresses import TABLE as ADDRESSES
 from cloudctl.addresses import address_view
-from cloudctl.ids import InstanceState, VolumeState
+from cloudctl.ids import AttachmentState, InstanceState, VolumeState
 from cloudctl.images import TABLE as IMAGES
 from cloudctl.instances import TABLE as INSTANCES
 from cloudctl.instances import end_instance
@@ -36,9 +36,11 @@ SCAN_PLAYBOOK = "playbooks/runtime/reconcile_scan.yml"
 FIX_PLAYBOOK = "playbooks/runtime/reconcile_fix.yml"
 TASK_SCAN = "Find what the cloud made on the host"  # contract with reconcile_scan.yml
 
-_I, _V = InstanceState, VolumeState
+_I, _V, _A = InstanceState, VolumeState, AttachmentState
 LIVE_INSTANCE = {_I.PENDING, _I.RUNNING, _I.STOPPING, _I.STOPPED, _I.SHUTTING_DOWN}
 GONE_VOLUME = {_V.DELETED}
+# The fix of an orphan the state never knew, reported but not done without --delete-orphans.
+UNKNOWN_ONLY = " (unknown to the state: only with --delete-orphans)"
 # What libvirt reports (modules/cloud_resources.py) -> the instance state it means.
 DOMAIN_TO_STATE = {"running": _I.RUNNING, "paused": _I.RUNNING, "stopped": _I.STOPPED}
 
@@ -64,6 +66,7 @@ class _Plan:
     orphan_reservations: list[dict[str, str]] = field(default_factory=list)
     orphan_addresses: list[dict[str, Any]] = field(default_factory=list)
     missing_addresses: list[dict[str, Any]] = field(default_factory=list)
+    extra_attachments: list[dict[str, str]] = field(default_factory=list)
 
     def extravars(self) -> dict[str, list]:
         return {f"cloud_{name}": value for name, value in vars(self).items()}
@@ -76,7 +79,15 @@ class _Plan:
 
 
 class Reconciler(CloudService):
-    def run(self, fix: bool = False, progress: ProgressCallback | None = None) -> list[Drift]:
+    def run(
+        self,
+        fix: bool = False,
+        progress: ProgressCallback | None = None,
+        delete_orphans: bool = False,
+        confirm: Callable[[list[Drift]], bool] = lambda orphans: False,
+    ) -> list[Drift]:
+        """Compare (and with `fix`, repair). Orphans the state never knew are removed only
+        with `delete_orphans` and when `confirm` (given their drifts) says yes."""
         scan_started = utc_now()
         scan = run_playbook(
             self.settings,
@@ -92,12 +103,18 @@ class Reconciler(CloudService):
             Drift("unscanned-host", f.host, f.host, f"{f} (its resources are not compared)", "none")
             for f in scan.failures
         ]
+        cloud_id = self.config.cloud_id  # reading the config also checks the state's cloud
+        for host, res in sorted(found.items()):
+            if res.get("cloud_id", "") != cloud_id:  # never judge another cloud's resources
+                del found[host]
+                detail = f"belongs to cloud {res.get('cloud_id') or '(none)'}, not {cloud_id}"
+                drifts.append(Drift("foreign-host", host, host, detail, "none"))
         interfaces = {c.cc: c.public_interface for c in self.config.clusters.values()}
-        plan = _Plan()
+        plan, unknown = _Plan(), _Plan()
         with self.store.transaction() as tx:
             interrupted = journal.unfinished(tx)
             busy = _busy_resources(tx, scan_started, interrupted)
-            drifts += _compare(tx, found, busy, interfaces, plan, fix)
+            drifts += _compare(tx, found, busy, interfaces, plan, fix, unknown)
             for entry in interrupted:
                 drifts.append(
                     Drift(
@@ -112,6 +129,12 @@ class Reconciler(CloudService):
                 )
                 if fix:
                     journal.close(tx, entry, "closed by cloudctl reconcile --fix")
+        strangers = [d for d in drifts if d.fix.endswith(UNKNOWN_ONLY)]
+        if fix and delete_orphans and strangers and confirm(strangers):
+            for d in strangers:
+                d.fix, d.fixed = d.fix.removesuffix(UNKNOWN_ONLY), True
+            for name, items in vars(unknown).items():
+                getattr(plan, name).extend(items)
         if fix and plan.hosts():
             result = run_playbook(
                 self.settings,
@@ -150,13 +173,27 @@ def _compare(
     interfaces: Mapping[str | None, str],
     plan: _Plan,
     fix: bool,
+    unknown: _Plan,
 ) -> list[Drift]:
     """The drifts between the state and the scanned hosts; with fix, the state's side of
-    each repair is made in `tx` and the hosts' side added to `plan`."""
+    each repair is made in `tx` and the hosts' side added to `plan`; what would remove
+    things the state never knew goes to `unknown` instead."""
     drifts: list[Drift] = []
 
     def drift(kind: str, resource: str, host: str, detail: str, action: str) -> None:
         drifts.append(Drift(kind, resource, host, detail, action, fixed=fix))
+
+    def orphan(kind: str, resource: str, host: str, detail: str, action: str,
+               known: bool, plan_field: str, item: dict[str, Any]) -> None:  # fmt: skip
+        """Something on a host that the state does not own. --fix removes it when the state
+        knows what it was; what the state never heard of may be the data of a cloud whose
+        state is lost: only --delete-orphans removes it (after a confirmation)."""
+        if known:
+            drift(kind, resource, host, detail, action)
+            getattr(plan, plan_field).append(item)
+            return
+        drifts.append(Drift(kind, resource, host, detail, f"{action}{UNKNOWN_ONLY}"))
+        getattr(unknown, plan_field).append(item)
 
     nodes = {h: r["nc"] for h, r in found.items() if r.get("nc")}
     storage = {h: r["sc"] for h, r in found.items() if r.get("sc")}
@@ -199,20 +236,35 @@ def _compare(
     images = {i.get("sha256") for i in tx.table(IMAGES).all()}
     for node, res in nodes.items():
         leftovers = set(res["domains"]) | set(res["instance_dirs"]) | set(res["firewalls"])
+        strangers = False  # an instance unknown to the state: its disk may use cache files
         for iid in sorted(leftovers - live_ids):
             record = instances.get(iid)
+            strangers |= record is None
             known = f"{record['state']} in the state" if record else "unknown to the state"
-            drift(
+            orphan(
                 "orphan-instance",
                 iid,
                 node,
                 f"{known}, still on {node}",
                 "remove its domain, files and firewall",
+                record is not None,
+                "orphan_instances",
+                {"name": iid, "node": node},
             )
-            plan.orphan_instances.append({"name": iid, "node": node})
         for sha in sorted(set(res["cache"]) - images):
-            drift("orphan-cache", sha, node, "cache file of no registered image", "remove it")
-            plan.orphan_cache.append({"sha256": sha, "node": node})
+            detail = "cache file of no registered image" + (
+                ", maybe under an instance unknown to the state" if strangers else ""
+            )
+            orphan(
+                "orphan-cache",
+                sha,
+                node,
+                detail,
+                "remove it",
+                not strangers,
+                "orphan_cache",
+                {"sha256": sha, "node": node},
+            )
 
     # --- volumes: the state's view against each storage controller ------------------------
     for v in volumes.all():
@@ -254,21 +306,34 @@ def _compare(
     kept = {v["id"] for v in volumes.all() if v["state"] not in GONE_VOLUME} | busy
     for sc, res in storage.items():
         for vid in sorted((set(res["targets"]) | set(res["stores"])) - kept):
-            drift(
+            record = volumes.get(vid)
+            orphan(
                 "orphan-volume",
                 vid,
                 sc,
-                "on the storage controller, not in the state",
+                f"{record['state']} in the state" if record else "unknown to the state",
                 "remove its target and backing store",
+                record is not None,
+                "orphan_volumes",
+                {"name": vid, "sc": sc},
             )
-            plan.orphan_volumes.append({"name": vid, "sc": sc})
+
+    drifts += _compare_attachments(volumes, nodes, set(live) - ended, busy | ended, plan, fix)
 
     # --- cluster controllers: DHCP reservations and elastic IPs ---------------------------
     for cc, res in clusters.items():
         for zone, names in res["reservations"].items():
             for iid in sorted(set(names) - live_ids):
-                drift("orphan-reservation", iid, cc, f"DHCP reservation in {zone}", "remove it")
-                plan.orphan_reservations.append({"name": iid, "cc": cc, "zone": zone})
+                orphan(
+                    "orphan-reservation",
+                    iid,
+                    cc,
+                    f"DHCP reservation in {zone}",
+                    "remove it",
+                    instances.get(iid) is not None,
+                    "orphan_reservations",
+                    {"name": iid, "cc": cc, "zone": zone},
+                )
     busy_ips = {a["public_ip"] for a in addresses.all() if a["id"] in busy}
     associated = {
         a["public_ip"]: a
@@ -305,19 +370,115 @@ def _compare(
 
     # --- the state alone: allocations whose owner is gone ---------------------------------
     owners = live_ids | {a["id"] for a in addresses.all()}
+    drifts += _compare_allocations(tx, owners, nodes, clusters, fix)
+    return drifts
+
+
+def _compare_allocations(
+    tx, owners: set[str], nodes: Mapping[str, Any], clusters: Mapping[str, Any], fix: bool
+) -> list[Drift]:
+    """Pool values (IPs, MACs) whose owner is gone. A value goes back to its pool only once
+    the owner's hosts were scanned and hold nothing of it (a failed launch whose clean-up
+    failed): else a new instance could get an address whose reservation or domain is still
+    there. This run's fix removes those; the next reconcile releases."""
+    drifts: list[Drift] = []
+    on_hosts = {
+        i for r in nodes.values() for i in (*r["domains"], *r["instance_dirs"], *r["firewalls"])
+    }
+    on_hosts |= {i for r in clusters.values() for n in r["reservations"].values() for i in n}
     for pool in tx.pools():
         for value, owner in sorted(tx.allocations(pool).items()):
-            if owner not in owners:
-                drift(
-                    "orphan-allocation",
-                    value,
-                    "",
-                    f"{pool} held by {owner}, which is gone",
-                    "release it",
-                )
-                if fix:
-                    tx.release(pool, value)
+            if owner in owners:
+                continue
+            record = tx.table(INSTANCES).get(owner) or {}
+            held = owner in on_hosts or any(
+                record.get(k) and record[k] not in hosts
+                for k, hosts in (("node", nodes), ("cc", clusters))
+            )
+            detail = f"{pool} held by {owner}, which is gone"
+            if held:
+                detail += " (released once its hosts hold nothing of it)"
+            drifts.append(
+                Drift("orphan-allocation", value, "", detail, "release it", fixed=fix and not held)
+            )
+            if fix and not held:
+                tx.release(pool, value)
     return drifts
+
+
+def _compare_attachments(
+    volumes, nodes: Mapping[str, Any], live: set[str], busy: set[str], plan: _Plan, fix: bool
+) -> list[Drift]:
+    """The volumes' attachments in the state against the iSCSI disks of the scanned domains
+    (found by serial, the volume id). Where they disagree the domain is the truth: a disk on
+    a live instance's domain is recorded as its attachment; an attachment is dropped (the
+    volume made available) only when no scanned domain has the disk. An attach or detach
+    whose outcome was unknown is settled the same way. A disk on a second domain is
+    detached from it (one writer); the disk of a volume the state does not know is only
+    reported."""
+    drifts: list[Drift] = []
+
+    def drift(kind: str, vid: str, host: str, detail: str, action: str, done: bool) -> None:
+        drifts.append(Drift(kind, vid, host, detail, action, fixed=done))
+
+    disks = {node: res["volumes"] for node, res in nodes.items() if "volumes" in res}
+    holders: dict[str, list[tuple[str, str, str]]] = {}  # volume -> [(node, instance, device)]
+    for node, domains in sorted(disks.items()):
+        for iid, serials in sorted(domains.items()):
+            if iid not in busy:
+                for vid, dev in serials.items():
+                    holders.setdefault(vid, []).append((node, iid, dev))
+    for v in volumes.all():
+        vid, att = v["id"], v.get("attachment")
+        if v["state"] in GONE_VOLUME:
+            continue  # a domain holding it is reported below
+        held = holders.pop(vid, [])
+        if vid in busy or (att and (att["node"] not in disks or att["instance"] in busy)):
+            continue  # an operation works on it, or its node was not scanned
+        usable = [h for h in held if h[1] in live]  # an orphan domain goes with its instance
+        mine = [h for h in usable if att and h[:2] == (att["node"], att["instance"])]
+        if not usable:
+            if att:
+                kind = "lost-attachment" if att["state"] == _A.ATTACHED else _unfinished(att)
+                detail = f"{att['state']} to {att['instance']} in the state, no disk on it"
+                if held:  # never available while a domain has the disk
+                    detail += f"; still on {held[0][1]} (available once that is removed)"
+                drift(kind, vid, att["node"], detail, "mark it available", fix and not held)
+                if fix and not held:
+                    state = _V.AVAILABLE.value if v["state"] == _V.IN_USE else v["state"]
+                    volumes.update(vid, state=state, attachment=None, reason="")
+            continue
+        node, iid, dev = (mine or usable)[0]
+        if not mine or att["state"] != _A.ATTACHED:
+            if mine:
+                kind, detail = _unfinished(att), f"{att['state']} to {iid}, its disk is there"
+            elif att:
+                kind = "lost-attachment"
+                detail = f"{att['state']} to {att['instance']} in the state, its disk is on {iid}"
+            else:
+                kind, detail = "unrecorded-attachment", f"{v['state']}, its disk is on {iid}"
+            drift(kind, vid, node, detail, f"record it attached to {iid}", fix)
+            if fix:
+                state = _V.IN_USE.value if v["state"] == _V.AVAILABLE else v["state"]
+                attachment = {"instance": iid, "node": node, "device": dev, "state": "attached"}
+                volumes.update(vid, state=state, attachment=attachment, reason="")
+        for other_node, other, _ in usable:
+            if other != iid:
+                detail = f"attached to {iid}, its disk is also on {other}"
+                drift("extra-attachment", vid, other_node, detail, f"detach it from {other}", fix)
+                plan.extra_attachments.append(
+                    {"volume": vid, "instance": other, "node": other_node}
+                )
+    for vid, held in sorted(holders.items()):
+        for node, iid, _ in held:
+            if iid in live:
+                detail = f"disk of {iid}, a volume the state does not know (or deleted)"
+                drift("orphan-attachment", vid, node, detail, "none", False)
+    return drifts
+
+
+def _unfinished(attachment: Mapping[str, Any]) -> str:
+    return "unfinished-attach" if attachment["state"] == _A.ATTACHING else "unfinished-detach"
 
 
 def _end_instance(

@@ -46,6 +46,7 @@ from cloudctl.errors import CloudError
 OWNER_FIELDS = ("account", "user")
 STAMP_FIELDS = ("created", "updated")
 ALLOCATIONS = "_allocations"
+IDENTITY = "_cloud"  # one document: the id and name of the cloud the state describes
 
 
 class StateError(CloudError):
@@ -60,6 +61,14 @@ class PoolExhausted(StateError):
 
 class RecordNotFound(StateError):
     """update/remove of a record that does not exist."""
+
+
+class StateMissing(StateError):
+    """There is no state file where the cloud's state should be."""
+
+
+class ForeignState(StateError):
+    """The state describes another cloud (or records no cloud at all)."""
 
 
 def utc_now() -> str:
@@ -175,6 +184,11 @@ class Transaction:
             raise ValueError(f"reserved or empty table name {name!r}")
         return Table(self, name, self._writable)
 
+    def identity(self) -> str:
+        """The id of the cloud this state describes ("" when none is recorded)."""
+        docs = self._db.table(IDENTITY, cache_size=0).all()
+        return str(docs[0]["cloud_id"]) if docs else ""
+
     def tables(self) -> set[str]:
         return {name for name in self._db.tables() if not name.startswith("_")}
 
@@ -259,6 +273,45 @@ class StateStore:
         """A consistent read-only view (shared lock held for the block)."""
         with self._locked(fcntl.LOCK_SH):
             yield Transaction(self._load(), writable=False)
+
+    # --- the cloud the state describes ---------------------------------------------------
+
+    def check(self, cloud_id: str = "") -> None:
+        """Refuse a missing state, a state that records no cloud, and (when `cloud_id` is
+        given) the state of another cloud: never treat them as an empty cloud."""
+        if not self.path.is_file():
+            raise StateMissing(
+                f"no state at {self.path}: `cloudctl deploy` creates it; `cloudctl state init` "
+                "starts an empty one for a deployed cloud whose state is lost"
+            )
+        with self.snapshot() as snap:
+            recorded = snap.identity()
+        if not recorded:
+            raise ForeignState(
+                f"the state {self.path} records no cloud id: `cloudctl state init` adopts it "
+                "for this cloud"
+            )
+        if cloud_id and recorded != cloud_id:
+            raise ForeignState(
+                f"the state {self.path} is of cloud {recorded}, not of this cloud {cloud_id}"
+            )
+
+    def initialize(self, cloud_id: str, cloud_name: str) -> bool:
+        """Record the cloud this state describes, creating the state file when there is none;
+        a state that records no cloud yet is adopted. True when something was written."""
+        if not cloud_id:
+            raise StateError("the cloud has no id (deploy it first)")
+        with self.transaction() as tx:
+            recorded = tx.identity()
+            if recorded == cloud_id:
+                return False
+            if recorded:
+                raise ForeignState(
+                    f"the state {self.path} is of cloud {recorded}, not of this cloud {cloud_id}"
+                )
+            table = tx._db.table(IDENTITY, cache_size=0)
+            table.insert({"cloud_id": cloud_id, "name": cloud_name, "created": utc_now()})
+        return True
 
     # Shortcuts for a single read.
     def get(self, table: str, record_id: str) -> dict[str, Any] | None:

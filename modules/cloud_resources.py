@@ -11,8 +11,10 @@ description:
   - Reads, and never changes, the resources the runtime modules make on a host, for each
     role deployed there (found by the JSON file the role writes).
   - "Node controller (I(node_config)): libvirt domains named like instances (C(i-0a1b2c3d))
-    with their state, instance directories, per-instance firewall chains (iptables
-    C(cloud-i-*)/C(cloud-o-*), ebtables C(cloud-e-*)) and image cache files."
+    with their state, the volumes attached to each (iSCSI network disks whose serial is a
+    volume id, in the live domain or its definition, with their target device), instance
+    directories, per-instance firewall chains (iptables C(cloud-i-*)/C(cloud-o-*), ebtables
+    C(cloud-e-*)) and image cache files."
   - "Storage controller (I(sc_config)): volumes with a tgt target (found by IQN) and volumes
     with a backing store (file or logical volume)."
   - "Cluster controller (I(cc_config)): DHCP reservation files per zone and elastic IP
@@ -35,6 +37,10 @@ options:
     description: libvirt connection URI.
     type: str
     default: qemu:///system
+  cloud_id_file:
+    description: The file in which the deploy records the id of the cloud the host belongs to.
+    type: path
+    default: /var/lib/cloud/cloud-id
 """
 
 EXAMPLES = r"""
@@ -44,12 +50,17 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+cloud_id:
+  description: The id of the cloud the host belongs to; empty when none is recorded.
+  returned: always
+  type: str
+  sample: cloud-0a1b2c3d4e5f6a7b
 nc:
   description: Null when the host is no node controller.
   returned: always
   type: dict
-  sample: {domains: {i-0a1b2c3d: running}, instance_dirs: [i-0a1b2c3d],
-           firewalls: [i-0a1b2c3d], cache: [9f86d081...]}
+  sample: {domains: {i-0a1b2c3d: running}, volumes: {i-0a1b2c3d: {vol-0a1b2c3d: vdb}},
+           instance_dirs: [i-0a1b2c3d], firewalls: [i-0a1b2c3d], cache: [9f86d081...]}
 sc:
   description: Null when the host is no storage controller.
   returned: always
@@ -65,6 +76,7 @@ cc:
 
 import os
 import re
+import xml.etree.ElementTree as ET
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.cloud_role_config import RoleConfigError, read_role_config
@@ -77,6 +89,7 @@ except ImportError:
     HAS_LIBVIRT = False
 
 INSTANCE = re.compile(r"^i-[0-9a-f]{8}$")
+VOLUME = re.compile(r"^vol-[0-9a-f]{8}$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 CHAIN = re.compile(r"^(?:-N |:)cloud-[ioe]-([0-9a-f]{8})\b")  # iptables -S, ebtables-save
 TARGET = re.compile(r"^Target \d+: (\S+)$", re.MULTILINE)
@@ -113,16 +126,15 @@ class Host:
             self.module.fail_json(msg=missing_required_lib("libvirt-python (python3-libvirt)"))
         try:
             conn = libvirt.openReadOnly(self.module.params["uri"])
-            domains = {
-                d.name(): DOMAIN_STATES.get(d.state()[0], "other")
-                for d in conn.listAllDomains()
-                if INSTANCE.match(d.name())
-            }
+            found = [d for d in conn.listAllDomains() if INSTANCE.match(d.name())]
+            domains = {d.name(): DOMAIN_STATES.get(d.state()[0], "other") for d in found}
+            volumes = {d.name(): v for d in found if (v := _volumes(d))}
         except libvirt.libvirtError as exc:
             self.module.fail_json(msg=f"libvirt {self.module.params['uri']}: {exc}")
         chains = self.run("iptables", "-w", "-S") + self.run("ebtables-save")
         return {
             "domains": domains,
+            "volumes": volumes,
             "instance_dirs": _names(conf.get("instances_dir"), INSTANCE),
             "firewalls": sorted({f"i-{m[1]}" for m in map(CHAIN.match, chains.splitlines()) if m}),
             "cache": _names(conf.get("cache_dir"), SHA256),
@@ -155,6 +167,22 @@ class Host:
         }
 
 
+def _volumes(dom) -> dict[str, str]:
+    """Volume id -> target device of the domain's iSCSI disks, live or in its definition (a
+    stopped domain gets them back when it starts)."""
+    xmls = [dom.XMLDesc(0)]
+    if dom.isActive() and dom.isPersistent():
+        xmls.append(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+    found = {}
+    for text in xmls:
+        for disk in ET.fromstring(text).findall("./devices/disk[@type='network']"):
+            serial = (disk.findtext("serial") or "").strip()
+            source, target = disk.find("source"), disk.find("target")
+            if VOLUME.match(serial) and source is not None and source.get("protocol") == "iscsi":
+                found[serial] = target.get("dev", "") if target is not None else ""
+    return found
+
+
 def _names(directory: str | None, pattern: re.Pattern | None = None) -> list[str]:
     if not directory or not os.path.isdir(directory):
         return []
@@ -168,6 +196,7 @@ def main() -> None:
             "sc_config": {"type": "path", "default": "/etc/cloud/sc/sc.json"},
             "cc_config": {"type": "path", "default": "/etc/cloud/cc/cc.json"},
             "uri": {"type": "str", "default": "qemu:///system"},
+            "cloud_id_file": {"type": "path", "default": "/var/lib/cloud/cloud-id"},
         },
         supports_check_mode=True,
     )
@@ -180,6 +209,11 @@ def main() -> None:
     ):
         conf = host.config(key, role)
         found[role] = reader(conf) if conf is not None else None
+    try:
+        with open(module.params["cloud_id_file"], encoding="utf-8") as f:
+            found["cloud_id"] = f.read().strip()
+    except FileNotFoundError:
+        found["cloud_id"] = ""
     module.exit_json(changed=False, **found)
 
 

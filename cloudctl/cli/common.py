@@ -15,7 +15,7 @@ from cloudctl import journal
 from cloudctl.cli.output import FORMATS
 from cloudctl.config import Settings, resolve_settings
 from cloudctl.runner import PlayEvent, PlayResult, ProgressCallback
-from cloudctl.state import StateStore
+from cloudctl.services import open_state
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -24,21 +24,29 @@ F = TypeVar("F", bound=Callable[..., Any])
 class CliContext:
     output: str = "table"
     inventory: str | None = None
+    cloud: str | None = None
     debug: bool = False
     _settings: Settings | None = field(default=None, repr=False)
+
+    def resolve(self) -> Settings:
+        """Which cloud, and where its files are; the state is not looked at (deploy and
+        `state init` make it)."""
+        return resolve_settings(self.inventory, cloud=self.cloud)
 
     @property
     def settings(self) -> Settings:
         """Resolved on first use, so that --help works without a project or inventory.
 
-        Every command that gets here first hears of operations that were interrupted.
+        Every command that gets here works on a state that exists and is of its cloud
+        (services.open_state), and first hears of operations that were interrupted.
         """
         if self._settings is None:
-            self._settings = resolve_settings(self.inventory)
-            with StateStore(self._settings.state_path).snapshot() as snap:
+            settings = self.resolve()
+            with open_state(settings).snapshot() as snap:
                 interrupted = journal.unfinished(snap)
             for entry in interrupted:
                 click.echo(f"Warning: {journal.describe(entry)}: run cloudctl reconcile", err=True)
+            self._settings = settings
         return self._settings
 
     def output_format(self, override: str | None) -> str:

@@ -33,7 +33,7 @@ def deploy(
 ) -> None:
     """Deploy or update the cloud on every host of the inventory (playbooks/site.yml)."""
     extravars = deploy_service.parse_extravars(extra_vars)
-    settings = obj.settings
+    settings = obj.resolve()  # the deploy makes the state of a new cloud
     expected = deploy_service.expected_tasks(settings, check)
     with task_progress("Deploying", expected) as progress:
         result = deploy_service.deploy(
@@ -44,3 +44,5 @@ def deploy(
         if check:
             click.echo("Check mode: nothing was changed.", err=True)
     result.raise_for_failures()
+    if not check and deploy_service.record_cloud(settings):
+        click.echo(f"State {settings.state_path} records this cloud.", err=True)

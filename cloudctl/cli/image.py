@@ -26,7 +26,9 @@ def _service(obj: CliContext, s3: bool = False) -> Images:
     store = StateStore(obj.settings.state_path)
     if not s3:
         return Images(store)
-    return Images(store, walrus.client(get_config(obj.settings).walrus))
+    config = get_config(obj.settings)
+    store.check(config.cloud_id)
+    return Images(store, walrus.client(config.walrus))
 
 
 class _Bars:

@@ -8,9 +8,11 @@ from typing import Any
 
 import click
 
+from cloudctl.cli.cloud import cloud, state
 from cloudctl.cli.common import CliContext
 from cloudctl.cli.deploy import deploy
 from cloudctl.cli.event import event
+from cloudctl.cli.host import host
 from cloudctl.cli.image import image
 from cloudctl.cli.instance import instance
 from cloudctl.cli.keypair import keypair
@@ -67,18 +69,26 @@ def _one_line_usage(error: click.UsageError) -> click.UsageError:
     "--inventory",
     type=click.Path(),
     default=None,
-    help="Ansible inventory (default: $CLOUDCTL_INVENTORY, else <project>/inventory/ciab).",
+    help="Ansible inventory of the cloud, instead of a named cloud ($CLOUDCTL_INVENTORY).",
+)
+@click.option(
+    "--cloud",
+    metavar="NAME",
+    default=None,
+    help="Named cloud of the clouds file (default: $CLOUDCTL_CLOUD, else its default cloud).",
 )
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
 @click.version_option(package_name="cloudctl", prog_name="cloudctl")
 @click.pass_context
-def cli(ctx: click.Context, output: str, inventory: str | None, debug: bool) -> None:
+def cli(
+    ctx: click.Context, output: str, inventory: str | None, cloud: str | None, debug: bool
+) -> None:
     """Operate a Eucalyptus-style private cloud deployed with Ansible."""
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING)
     if debug:  # botocore's debug log holds request signatures (a presigned URL's is one)
         for name in ("boto3", "botocore", "s3transfer", "urllib3"):
             logging.getLogger(name).setLevel(logging.INFO)
-    ctx.obj = CliContext(output=output, inventory=inventory, debug=debug)
+    ctx.obj = CliContext(output=output, inventory=inventory, cloud=cloud, debug=debug)
 
 
 cli.add_command(deploy)
@@ -92,4 +102,7 @@ cli.add_command(address)
 cli.add_command(zone)
 cli.add_command(image)
 cli.add_command(event)
+cli.add_command(host)
 cli.add_command(reconcile)
+cli.add_command(cloud)
+cli.add_command(state)

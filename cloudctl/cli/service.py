@@ -25,7 +25,8 @@ def status(obj: CliContext, limit: str | None, output: str | None) -> None:
     Exits 1 when a component is unhealthy or a host is unreachable.
     """
     with task_progress("Checking", None) as progress:
-        rows = health.service_status(obj.settings, limit=limit, progress=progress)
+        # Reads the hosts only: works on a cloud whose state is missing too.
+        rows = health.service_status(obj.resolve(), limit=limit, progress=progress)
     output_result(rows, obj.output_format(output), ["host", "component", "status", "detail"])
     if not health.all_healthy(rows):
         bad = [r for r in rows if r.status != health.HEALTHY]

@@ -7,6 +7,15 @@ from pathlib import Path
 from typing import Any
 
 from cloudctl.runner import EventCollector, PlayResult
+from cloudctl.state import StateStore
+
+TEST_CLOUD_ID = "cloud-0123456789abcdef"
+
+
+def init_state(path: Path, cloud_id: str = TEST_CLOUD_ID) -> Path:
+    """A state file as `cloudctl deploy` leaves it for a new cloud (cloudctl refuses none)."""
+    StateStore(path).initialize(cloud_id, "test")
+    return path
 
 
 def task_start(task: str) -> dict[str, Any]:

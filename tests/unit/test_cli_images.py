@@ -14,6 +14,7 @@ import yaml
 from click.testing import CliRunner
 
 from cloudctl.cli.main import cli
+from tests.unit.helpers import init_state
 from tests.weed import free_port, weed  # noqa: F401 (weed: a module fixture)
 
 pytestmark = pytest.mark.integration
@@ -34,6 +35,7 @@ def env(tmp_path, monkeypatch, bucket) -> Path:
     monkeypatch.setenv("CLOUDCTL_STATE", str(tmp_path / "state.json"))
     monkeypatch.setenv("CLOUDCTL_CONFIG", str(bucket.cloud_yml(tmp_path / "cloud.yml")))
     monkeypatch.delenv("CLOUDCTL_PROJECT", raising=False)
+    init_state(tmp_path / "state.json")
     return tmp_path
 
 

@@ -5,18 +5,64 @@ from pathlib import Path
 
 import pytest
 
-from cloudctl.config import resolve_settings
-from cloudctl.errors import ConfigError
+from cloudctl.config import NamedCloud, add_cloud, load_clouds, remove_cloud, resolve_settings
+from cloudctl.errors import ConfigError, InputError
 
 PROJECT = Path(__file__).resolve().parents[2]
 
 
-def test_project_found_from_the_package_and_default_inventory(tmp_path):
-    settings = resolve_settings(env={"CLOUDCTL_HOME": str(tmp_path / "home")})
+def test_project_found_from_the_package(tmp_path):
+    inventory = tmp_path / "inv.yml"
+    inventory.write_text("all: {}\n")
+    env = {"CLOUDCTL_HOME": str(tmp_path / "home"), "CLOUDCTL_INVENTORY": str(inventory)}
+    settings = resolve_settings(env=env)
     assert settings.project_dir == PROJECT
-    assert settings.inventory == PROJECT / "inventory" / "ciab"
+    assert settings.inventory == inventory
     assert settings.home == tmp_path / "home"
+    assert settings.state_path == tmp_path / "home" / "state.json"
     assert settings.ansible_cfg == PROJECT / "ansible.cfg"
+
+
+def test_no_cloud_chosen_is_one_clear_line(tmp_path):
+    """No named cloud, no inventory: never a default inventory and an empty state."""
+    env = {"CLOUDCTL_CLOUDS": str(tmp_path / "clouds.yaml")}
+    with pytest.raises(ConfigError, match=r"no cloud chosen: add one with `cloudctl cloud add"):
+        resolve_settings(env=env)
+
+
+def test_named_clouds(tmp_path):
+    clouds = tmp_path / "cfg" / "clouds.yaml"
+    env = {"CLOUDCTL_CLOUDS": str(clouds)}
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        assert add_cloud(clouds, NamedCloud(name, tmp_path / name, tmp_path / f"home-{name}"))
+    assert stat.S_IMODE(clouds.stat().st_mode) == 0o600
+    # The first cloud named is the default; the same entry again changes nothing.
+    assert not add_cloud(clouds, NamedCloud("a", tmp_path / "a", tmp_path / "home-a"))
+    settings = resolve_settings(env=env)
+    assert (settings.cloud, settings.inventory, settings.home) == (
+        "a",
+        tmp_path / "a",
+        tmp_path / "home-a",
+    )
+    assert settings.state_path == tmp_path / "home-a" / "state.json"
+    assert resolve_settings(env=env, cloud="b").inventory == tmp_path / "b"
+    assert resolve_settings(env={**env, "CLOUDCTL_CLOUD": "b"}).home == tmp_path / "home-b"
+    # An explicit state or home beats the named cloud's.
+    state = tmp_path / "elsewhere.json"
+    assert resolve_settings(env={**env, "CLOUDCTL_STATE": str(state)}).state_path == state
+    with pytest.raises(ConfigError, match=r"no cloud named 'c' in .*clouds.yaml \(clouds: a, b\)"):
+        resolve_settings(env=env, cloud="c")
+    with pytest.raises(InputError, match="already named"):
+        add_cloud(clouds, NamedCloud("a", tmp_path / "b", tmp_path / "home-a"))
+    with pytest.raises(InputError, match="cloud name"):
+        add_cloud(clouds, NamedCloud("{{ x }}", tmp_path / "b", tmp_path / "home-x"))
+    assert add_cloud(
+        clouds, NamedCloud("b", tmp_path / "b", tmp_path / "home-b"), make_default=True
+    )
+    assert resolve_settings(env=env).cloud == "b"
+    remove_cloud(clouds, "b")
+    assert load_clouds(clouds) == ("", {"a": NamedCloud("a", tmp_path / "a", tmp_path / "home-a")})
 
 
 def test_option_beats_environment(tmp_path):
@@ -38,14 +84,17 @@ def test_project_from_environment_must_be_a_project(tmp_path):
         resolve_settings(env={"CLOUDCTL_PROJECT": str(tmp_path)})
     (tmp_path / "ansible.cfg").write_text("[defaults]\n")
     (tmp_path / "playbooks").mkdir()
-    (tmp_path / "inventory" / "ciab").mkdir(parents=True)
-    settings = resolve_settings(env={"CLOUDCTL_PROJECT": str(tmp_path)})
+    (tmp_path / "inv").mkdir()
+    settings = resolve_settings(
+        env={"CLOUDCTL_PROJECT": str(tmp_path), "CLOUDCTL_INVENTORY": str(tmp_path / "inv")}
+    )
     assert settings.project_dir == tmp_path
-    assert settings.inventory == tmp_path / "inventory" / "ciab"
 
 
 def test_home_and_runs_are_private(tmp_path):
-    settings = resolve_settings(env={"CLOUDCTL_HOME": str(tmp_path / "h")})
+    settings = resolve_settings(
+        env={"CLOUDCTL_HOME": str(tmp_path / "h"), "CLOUDCTL_INVENTORY": str(tmp_path)}
+    )
     runs = settings.ensure_home()
     assert runs == tmp_path / "h" / "runs"
     for path in (tmp_path / "h", runs):

@@ -14,6 +14,7 @@ from cloudctl.config import Settings
 from cloudctl.errors import InputError
 from cloudctl.events import REDACTED, list_events, redact, show_event
 from cloudctl.runner import run_playbook
+from tests.unit.helpers import init_state
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -150,6 +151,7 @@ def test_redact():
 
 def test_cli(runs, monkeypatch):
     settings, ids = runs
+    init_state(settings.state_path)
     monkeypatch.setenv("CLOUDCTL_HOME", str(settings.home))
     monkeypatch.setenv("CLOUDCTL_INVENTORY", str(settings.inventory))
     monkeypatch.delenv("CLOUDCTL_PROJECT", raising=False)

@@ -14,6 +14,7 @@ from cloudctl import journal
 from cloudctl.config import Settings
 from cloudctl.runner import run_playbook
 from cloudctl.state import StateStore
+from tests.unit.helpers import init_state
 
 BIN = Path(sys.executable).parent
 
@@ -52,6 +53,7 @@ def test_check_mode_and_read_only_plays_are_not_journaled(settings, tmp_path):
 
 
 def test_killed_operation_is_seen_by_the_next_command(settings, tmp_path):
+    init_state(settings.state_path)
     release = tmp_path / "release"
     play = write_play(tmp_path, f"ansible.builtin.wait_for: {{path: {release}, timeout: 300}}")
     script = (

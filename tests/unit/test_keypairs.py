@@ -23,6 +23,7 @@ from cloudctl.config import resolve_settings
 from cloudctl.errors import InputError
 from cloudctl.keypairs import TABLE, KeyPairNotFound, KeyPairs
 from cloudctl.state import StateStore
+from tests.unit.helpers import init_state
 
 
 @pytest.fixture
@@ -34,7 +35,7 @@ def env(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("CLOUDCTL_INVENTORY", str(inventory))
     monkeypatch.setenv("CLOUDCTL_STATE", str(state))
     monkeypatch.delenv("CLOUDCTL_PROJECT", raising=False)
-    return state
+    return init_state(state)
 
 
 def run(*args: str):
@@ -289,13 +290,14 @@ def test_cli_import_refuses_bad_keys(env, tmp_path, keys, key, message):
 
 
 def test_cli_import_missing_file_and_binary(env, tmp_path):
+    before = digest(env)
     result = run("keypair", "import", "k", "--public-key-file", str(tmp_path / "nope.pub"))
     assert result.exit_code == 2 and "cannot read" in result.stderr
     binary = tmp_path / "bin.pub"
     binary.write_bytes(b"\xff\xfe\x00")
     result = run("keypair", "import", "k", "--public-key-file", str(binary))
     assert result.exit_code == 2 and "not text" in result.stderr
-    assert digest(env) == "absent"
+    assert digest(env) == before
 
 
 def test_cli_duplicates_and_unknown_names_leave_the_state_alone(env, tmp_path, keys):
@@ -335,11 +337,31 @@ def test_cli_delete_several_with_one_missing(env):
     assert result.exit_code == 0 and run("keypair", "list", "-o", "json").stdout.strip() == "[]"
 
 
-def test_cli_state_path_defaults_to_home(env, tmp_path, monkeypatch):
-    monkeypatch.delenv("CLOUDCTL_STATE")
-    assert run("keypair", "create", "k").exit_code == 0
-    assert (tmp_path / "home" / "state.json").is_file() and not env.exists()
-    assert os.stat(tmp_path / "home" / "state.json").st_mode & 0o077 == 0
+def test_cli_refuses_a_missing_or_foreign_state(env, tmp_path, monkeypatch):
+    """A missing state is never an empty cloud, nor is another cloud's state this one."""
+    monkeypatch.delenv("CLOUDCTL_STATE")  # <home>/state.json, which does not exist
+    missing = tmp_path / "home" / "state.json"
+    result = run("keypair", "create", "k")
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr == (
+        f"Error: no state at {missing}: `cloudctl deploy` creates it; `cloudctl state init` "
+        "starts an empty one for a deployed cloud whose state is lost\n"
+    )
+    assert not missing.exists()
+
+    config = write(tmp_path, "cloud.yml", yaml.safe_dump({
+        "cloud_name": "b", "cloud_id": "cloud-bbbbbbbbbbbbbbbb", "clusters": {},
+        "walrus": {"endpoint": "http://127.0.0.1:1", "access_key": "a", "secret_key": "s"}}))  # fmt: skip
+    monkeypatch.setenv("CLOUDCTL_CONFIG", str(config))
+    monkeypatch.setenv("CLOUDCTL_STATE", str(env))  # the state of the test cloud
+    before = env.read_bytes()
+    for args in (["keypair", "create", "k"], ["keypair", "list"], ["state", "show"]):
+        result = run(*args)
+        assert result.exit_code == 1 and result.stderr == (
+            f"Error: the state {env} is of cloud cloud-0123456789abcdef, not of this cloud "
+            "cloud-bbbbbbbbbbbbbbbb\n"
+        ), args
+    assert env.read_bytes() == before
 
 
 def test_settings_state_path(tmp_path):

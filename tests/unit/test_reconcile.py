@@ -54,7 +54,7 @@ def test_report_names_every_drift_and_changes_nothing(tmp_path):
     store = seed(tmp_path)
     before = (tmp_path / "state.json").read_bytes()
     with store.transaction() as tx:
-        drifts = _compare(tx, scan(), set(), {"cc1": "pub0"}, _Plan(), fix=False)
+        drifts = _compare(tx, scan(), set(), {"cc1": "pub0"}, _Plan(), fix=False, unknown=_Plan())
     assert kinds(drifts) == {
         ("lost-instance", "i-000000cc"),  # running, no domain
         ("state-mismatch", "i-000000bb"),  # pending, domain running
@@ -72,27 +72,35 @@ def test_report_names_every_drift_and_changes_nothing(tmp_path):
 
 def test_fix_changes_the_state_and_plans_the_hosts(tmp_path):
     store = seed(tmp_path)
-    plan = _Plan()
+    plan, unknown = _Plan(), _Plan()
     with store.transaction() as tx:
-        _compare(tx, scan(), set(), {"cc1": "pub0"}, plan, fix=True)
+        drifts = _compare(tx, scan(), set(), {"cc1": "pub0"}, plan, fix=True, unknown=unknown)
     with store.snapshot() as snap:
         assert snap.table("instances").get("i-000000cc")["state"] == "failed"
         assert snap.table("instances").get("i-000000bb")["state"] == "running"
         assert snap.allocations("ip:zone-a") == {
             "172.31.0.10": "i-000000aa", "172.31.0.11": "i-000000bb"}  # fmt: skip
-    assert {i["name"] for i in plan.orphan_instances} == {"i-000000cc", "i-000000dd"}
-    assert {r["name"] for r in plan.orphan_reservations} == {"i-000000cc", "i-000000ee"}
-    assert [v["name"] for v in plan.orphan_volumes] == ["vol-000000zz"]
+    assert {i["name"] for i in plan.orphan_instances} == {"i-000000cc"}
+    assert {r["name"] for r in plan.orphan_reservations} == {"i-000000cc"}
+    assert plan.orphan_volumes == [] and plan.orphan_cache == []
     assert [v["name"] for v in plan.unexported_volumes] == ["vol-000000aa"]
     assert [a["public_ip"] for a in plan.missing_addresses] == ["198.51.100.16"]
     assert plan.hosts() == {"nc1", "sc1", "cc1"}
+    # What the state never knew (and the cache files that may be under such an instance's
+    # disk) is planned apart: only --delete-orphans removes it.
+    assert [i["name"] for i in unknown.orphan_instances] == ["i-000000dd"]
+    assert [r["name"] for r in unknown.orphan_reservations] == ["i-000000ee"]
+    assert [v["name"] for v in unknown.orphan_volumes] == ["vol-000000zz"]
+    assert [c["sha256"] for c in unknown.orphan_cache] == ["ab" * 32]
+    assert {d.resource for d in drifts if not d.fixed} == {
+        "i-000000dd", "i-000000ee", "vol-000000zz", "ab" * 32}  # fmt: skip
 
 
 def test_resources_of_operations_in_progress_are_left_alone(tmp_path):
     store = seed(tmp_path)
     busy = {"i-000000cc", "i-000000dd", "vol-000000zz", "i-000000ee"}
     with store.transaction() as tx:
-        drifts = _compare(tx, scan(), busy, {"cc1": "pub0"}, _Plan(), fix=False)
+        drifts = _compare(tx, scan(), busy, {"cc1": "pub0"}, _Plan(), fix=False, unknown=_Plan())
     assert not {r for _, r in kinds(drifts)} & busy
 
 
@@ -100,5 +108,5 @@ def test_unscanned_hosts_are_not_judged(tmp_path):
     store = seed(tmp_path)
     found = {h: r for h, r in scan().items() if h != "nc1"}
     with store.transaction() as tx:
-        drifts = _compare(tx, found, set(), {"cc1": "pub0"}, _Plan(), fix=False)
+        drifts = _compare(tx, found, set(), {"cc1": "pub0"}, _Plan(), fix=False, unknown=_Plan())
     assert not [d for d in drifts if d.kind in ("lost-instance", "state-mismatch")]

@@ -10,7 +10,7 @@ import pytest
 
 from cloudctl.errors import CloudError
 from cloudctl.ids import new_id
-from cloudctl.state import RecordNotFound, StateError, StateStore
+from cloudctl.state import ForeignState, RecordNotFound, StateError, StateMissing, StateStore
 
 OWNER = {"account": "admin", "user": "admin"}
 SPAWN = multiprocessing.get_context("spawn")
@@ -295,3 +295,31 @@ def test_concurrent_processes_lose_and_duplicate_nothing(store):
     assert len(allocated) == total  # no value handed out twice
     assert sorted(allocated.values()) == sorted(r["id"] for r in instances)
     assert set(allocated) == {f"10.1.{i // 256}.{i % 256}" for i in range(total)}
+
+
+def test_a_state_is_of_one_cloud(tmp_path):
+    store = StateStore(tmp_path / "state.json")
+    with pytest.raises(StateMissing, match="no state at"):
+        store.check()
+    assert not store.path.exists()  # refusing creates nothing
+    assert store.initialize("cloud-a", "a") is True
+    assert store.initialize("cloud-a", "a") is False
+    store.check("cloud-a")
+    store.check("")  # a configuration from before cloud ids
+    with pytest.raises(ForeignState, match="is of cloud cloud-a, not of this cloud cloud-b"):
+        store.check("cloud-b")
+    with pytest.raises(ForeignState):
+        store.initialize("cloud-b", "b")
+    with store.snapshot() as snap:
+        assert snap.identity() == "cloud-a" and snap.tables() == set()
+
+
+def test_a_state_without_a_cloud_is_refused_until_adopted(tmp_path):
+    store = StateStore(tmp_path / "state.json")
+    with store.transaction() as tx:  # as a journal entry of a first deploy leaves it
+        tx.table("operations").insert({"id": "x", "account": "a", "user": "u"})
+    with pytest.raises(ForeignState, match="records no cloud id"):
+        store.check("cloud-a")
+    assert store.initialize("cloud-a", "a")
+    store.check("cloud-a")
+    assert store.get("operations", "x")["id"] == "x"

@@ -1,0 +1,107 @@
+"""cloudctl cloud ... (named clouds) and cloudctl state ... (the state of a cloud)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from cloudctl.cli.common import CliContext, output_option, pass_context
+from cloudctl.cli.output import output_result
+from cloudctl.cloudconfig import get_config
+from cloudctl.config import NamedCloud, add_cloud, clouds_file, load_clouds, remove_cloud
+from cloudctl.state import StateStore
+
+
+@click.group()
+def cloud() -> None:
+    """Named clouds: which inventory, home and state each one uses (the clouds file)."""
+
+
+@cloud.command("add")
+@click.argument("name")
+@click.option(
+    "--inventory", "inventory", required=True, type=click.Path(path_type=Path),
+    help="The cloud's Ansible inventory.",
+)  # fmt: skip
+@click.option(
+    "--home", type=click.Path(path_type=Path), default=None,
+    help="Its runs, state and configuration copy (default: ~/.cloudctl/NAME).",
+)  # fmt: skip
+@click.option("--state", type=click.Path(path_type=Path), default=None,
+              help="Its state file (default: HOME/state.json).")  # fmt: skip
+@click.option("--default", "make_default", is_flag=True, help="Make it the default cloud.")
+def add(
+    name: str, inventory: Path, home: Path | None, state: Path | None, make_default: bool
+) -> None:
+    """Name a cloud, so that `cloudctl --cloud NAME` (or, for the default one, plain
+    `cloudctl`) works on it from any shell."""
+    path = clouds_file()
+    named = NamedCloud(
+        name=name,
+        inventory=inventory.expanduser().absolute(),
+        home=(home or Path.home() / ".cloudctl" / name).expanduser().absolute(),
+        state=state.expanduser().absolute() if state else None,
+    )
+    changed = add_cloud(path, named, make_default)
+    click.echo(f"cloud {name!r} {'named' if changed else 'unchanged'} in {path}", err=True)
+
+
+@cloud.command("list")
+@output_option
+@pass_context
+def list_(obj: CliContext, output: str | None) -> None:
+    """The named clouds; the default one is marked."""
+    default, clouds = load_clouds(clouds_file())
+    rows = [
+        {
+            "name": c.name,
+            "default": c.name == default,
+            "inventory": str(c.inventory),
+            "home": str(c.home),
+            "state": str(c.state or c.home / "state.json"),
+        }
+        for c in clouds.values()
+    ]
+    output_result(
+        rows, obj.output_format(output), ["name", "default", "inventory", "home", "state"]
+    )
+
+
+@cloud.command("remove")
+@click.argument("name")
+def remove(name: str) -> None:
+    """Forget a named cloud; its inventory, home and state stay where they are."""
+    path = clouds_file()
+    remove_cloud(path, name)
+    click.echo(f"cloud {name!r} removed from {path}", err=True)
+
+
+@click.group()
+def state() -> None:
+    """The state of the cloud: which cloud it describes, what it holds."""
+
+
+@state.command("show")
+@output_option
+@pass_context
+def show(obj: CliContext, output: str | None) -> None:
+    """Where the state is, the cloud it records, and how many records each table holds."""
+    settings = obj.settings  # refuses a missing or foreign state
+    with StateStore(settings.state_path).snapshot() as snap:
+        row = {"path": str(settings.state_path), "cloud_id": snap.identity()}
+        row |= {table: len(snap.table(table)) for table in sorted(snap.tables())}
+    output_result([row], obj.output_format(output), list(row))
+
+
+@state.command("init")
+@pass_context
+def init(obj: CliContext) -> None:
+    """Record the deployed cloud in its state: starts an empty state when there is none
+    (a lost state), adopts a state that records no cloud, refuses another cloud's state.
+    `cloudctl deploy` does this by itself."""
+    settings = obj.resolve()
+    config = get_config(settings)
+    written = StateStore(settings.state_path).initialize(config.cloud_id, config.cloud_name)
+    verb = "now records" if written else "already records"
+    click.echo(f"state {settings.state_path} {verb} cloud {config.cloud_id} ({config.cloud_name})")
