@@ -102,6 +102,16 @@ class PlayResult:
         """Per-host results of the tasks named `task`, in the order they arrived."""
         return [r for r in read_task_results(self.artifact_dir) if r.task == task]
 
+    def started(self, task: str) -> set[str]:
+        """Hosts on which the task named `task` started: it may have acted there even when
+        no result came back."""
+        return {
+            (e.get("event_data") or {}).get("host", "")
+            for e in read_events(self.artifact_dir)
+            if e.get("event") == "runner_on_start"
+            and (e.get("event_data") or {}).get("task") == task
+        }
+
     def raise_for_failures(self) -> None:
         """Raise the typed error that describes a failed run; do nothing when it succeeded."""
         if self.ok:

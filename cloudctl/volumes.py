@@ -2,7 +2,10 @@
 
 Table "volumes": id, size_gb, zone, sc, state, reason, snapshot_id, iqn, lun, portal
 {address, port}, chap_user, chap_secret (the state file is 0600), attachment {instance,
-node, device, state} or None, event, owner fields.
+node, device, state} or None, event, owner fields. An attach or detach whose outcome is
+unknown (the node went unreachable, the module crashed) leaves the attachment `attaching` or
+`detaching` and the volume `in-use`, never `available` on a guess: `cloudctl reconcile` reads
+the domain's disks and settles it.
 Table "snapshots": id, volume_id, size_gb, size_bytes, compressed_bytes, sha256, state,
 reason, event, owner fields. A snapshot is the gzip'd raw volume in the Walrus `snapshots`
 bucket under its id, uploaded by the SC through presigned multipart URLs.
@@ -37,6 +40,7 @@ DETACH_PLAYBOOK = "playbooks/runtime/volume_detach.yml"
 SNAPSHOT_PLAYBOOK = "playbooks/runtime/snapshot_create.yml"
 TASK_EXPORT = "Export the volume"
 TASK_ATTACH = "Attach the volume"
+TASK_DETACH = "Detach the volume"
 TASK_UPLOAD = "Upload the snapshot"
 
 _V, _A, _S = VolumeState, AttachmentState, SnapshotState
@@ -194,8 +198,10 @@ class Volumes(CloudService):
         with self.store.transaction() as tx:
             volume = _get(tx, TABLE, parse_id(volume_id, "volume"), "volume")
             instance = _get(tx, INSTANCES, parse_id(instance_id, "instance"), "instance")
-            if volume["state"] != _V.AVAILABLE:
-                raise InputError(f"volume {volume['id']} is {volume['state']}: cannot attach")
+            if volume["state"] != _V.AVAILABLE or volume.get("attachment"):
+                held = volume.get("attachment") or {}
+                how = f" ({held['state']} to {held['instance']})" if held else ""
+                raise InputError(f"volume {volume['id']} is {volume['state']}{how}: cannot attach")
             if instance["state"] not in ("running", "stopped"):
                 raise InputError(f"instance {instance['id']} is {instance['state']}: cannot attach")
             if volume["zone"] != instance["zone"]:
@@ -229,14 +235,21 @@ class Volumes(CloudService):
                 ATTACH_PLAYBOOK, extravars, hosts, "volume-attach", progress, check=True
             )
         result = self._play(ATTACH_PLAYBOOK, extravars, hosts, "volume-attach", progress)
-        attached = _first_res(result, TASK_ATTACH)
+        attached = _outcome(result, TASK_ATTACH, attachment["node"])
         with self.store.transaction() as tx:
-            if result.ok and attached is not None:
-                attachment = {**attachment, "state": _A.ATTACHED.value}
+            if attached:
+                device = (_first_res(result, TASK_ATTACH) or {}).get("device") or device
+                attachment = {**attachment, "device": device, "state": _A.ATTACHED.value}
                 tx.table(TABLE).update(
                     volume["id"], attachment=attachment, reason="", event=result.event_id
                 )
-            else:  # the module leaves nothing attached when it fails
+            elif attached is None:  # the disk may be on the domain: never released on a guess
+                tx.table(TABLE).update(
+                    volume["id"],
+                    reason=_unknown("attach", volume["id"], result),
+                    event=result.event_id,
+                )
+            else:  # the hot-plug did not run, or failed (the module then attaches nothing)
                 tx.table(TABLE).update(
                     volume["id"],
                     state=_V.AVAILABLE.value,
@@ -244,7 +257,8 @@ class Volumes(CloudService):
                     reason=_reason(result),
                     event=result.event_id,
                 )
-        result.raise_for_failures()
+        if not attached:
+            result.raise_for_failures()
         return self.get(volume["id"])
 
     def detach(self, volume_id: str, progress: ProgressCallback | None = None) -> dict[str, Any]:
@@ -260,8 +274,9 @@ class Volumes(CloudService):
         result = self._play(
             DETACH_PLAYBOOK, extravars, attachment["node"], "volume-detach", progress
         )
+        detached = _outcome(result, TASK_DETACH, attachment["node"])
         with self.store.transaction() as tx:
-            if result.ok:
+            if detached:
                 tx.table(TABLE).update(
                     volume["id"],
                     state=_V.AVAILABLE.value,
@@ -269,14 +284,21 @@ class Volumes(CloudService):
                     reason="",
                     event=result.event_id,
                 )
-            else:
+            elif detached is None:  # the disk may still be on the domain: stays detaching
                 tx.table(TABLE).update(
                     volume["id"],
-                    attachment={**attachment, "state": _A.ATTACHED.value},
+                    reason=_unknown("detach", volume["id"], result),
+                    event=result.event_id,
+                )
+            else:  # nothing was unplugged: the attachment is what it was
+                tx.table(TABLE).update(
+                    volume["id"],
+                    attachment=attachment,
                     reason=_reason(result),
                     event=result.event_id,
                 )
-        result.raise_for_failures()
+        if not detached:
+            result.raise_for_failures()
         return self.get(volume["id"])
 
     # --- snapshots ----------------------------------------------------------------------
@@ -415,6 +437,30 @@ def _first_res(result: PlayResult, task: str) -> dict[str, Any] | None:
         if t.status in ("ok", "changed"):
             return t.res
     return None
+
+
+def _outcome(result: PlayResult, task: str, host: str) -> bool | None:
+    """Whether `task` did its work on `host`: True when it said so; False when it never
+    started there, or its module failed cleanly (our modules then change nothing); None
+    (unknown) when the host went unreachable, the module crashed, or the play was cut off
+    while the task may have run."""
+    ran = [t for t in result.task_results(task) if t.host == host and t.status != "skipped"]
+    if ran:
+        last = ran[-1]
+        if last.status in ("ok", "changed"):
+            return True
+        crashed = {"module_stderr", "exception"} & set(last.res)
+        return False if last.status == "failed" and not crashed else None
+    if host in result.started(task) or result.status in ("timeout", "canceled"):
+        return None
+    return False
+
+
+def _unknown(verb: str, volume_id: str, result: PlayResult) -> str:
+    return (
+        f"{verb} outcome unknown ({_reason(result)}): `cloudctl reconcile --fix` records "
+        f"what the domain has, or `cloudctl volume detach {volume_id}`"
+    )
 
 
 def _reason(result: PlayResult) -> str:

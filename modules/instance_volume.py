@@ -17,7 +17,8 @@ description:
   - A running domain gets the disk live and in its persistent definition (so it survives a
     stop/start); a shut-off domain only in its definition. A transient domain only live.
   - CHAP credentials live in a libvirt secret (usage type C(iscsi), usage id the volume id,
-    private, persistent) that the disk refers to; detaching removes it.
+    private, persistent) that the disk refers to; detaching removes it, unless another domain
+    of the node still has the volume (a second attachment being unplugged).
   - Detaching asks the guest to release the device and waits until it is gone from the live
     domain, up to I(timeout) seconds.
   - Check mode reports what would change; diff mode shows the disk's XML before and after.
@@ -244,6 +245,11 @@ class Node:
         if secret is not None:
             secret.undefine()
 
+    def used_elsewhere(self) -> bool:
+        """Whether a domain other than the instance has a disk of the volume."""
+        others = [d for d in self.conn.listAllDomains() if d.name() != self.p["instance"]]
+        return any(find_disk(x, self.p["volume"]) is not None for d in others for x in self.xmls(d))
+
 
 def attach(module: AnsibleModule, node: Node) -> dict:
     p = module.params
@@ -313,6 +319,8 @@ def detach(module: AnsibleModule, node: Node) -> dict:
     live_disk, config_disk = find_disk(live, p["volume"]), find_disk(config, p["volume"])
     existing = live_disk if live_disk is not None else config_disk
     secret = node.secret()
+    if secret is not None and node.used_elsewhere():
+        secret = None  # the other domain's disk still needs it
     flags = 0
     if live_disk is not None:
         flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
@@ -352,7 +360,8 @@ def detach(module: AnsibleModule, node: Node) -> dict:
                     )
                 time.sleep(0.2)
     try:
-        node.remove_secret()
+        if secret is not None:
+            secret.undefine()
     except libvirt.libvirtError as exc:
         node.fail("removing the CHAP secret of", exc)
     return res

@@ -466,3 +466,31 @@ def test_bad_device_hint_fails_clearly(lab, tmp_path):
     res = lab.module(tmp_path, **attach_args(device="sda"))
     assert res.get("failed") is True
     assert res["msg"] == "device: 'sda' is not a device name vdb .. vdz"
+
+
+def test_two_domains_with_one_volume_the_scan_and_the_secret(lab, tmp_path):
+    """cloud_resources reports each domain's iSCSI disks by volume id (what reconcile compares
+    with the state's attachments); unplugging the disk from one of two domains that have it
+    keeps the CHAP secret the other one still needs."""
+    names = ("i-0000a001", "i-0000a002")
+    node_json = tmp_path / "node.json"
+    node_json.write_text("{}")
+    absent = str(tmp_path / "absent.json")
+    try:
+        for name in names:
+            lab.define(name)
+            ok(lab.module(tmp_path, **attach_args(instance=name, device="vdc")))
+        scan = ok(run_module(tmp_path, "cloud_resources", {"node_config": str(node_json),
+                             "sc_config": absent, "cc_config": absent}, wrapper=lab.wrapper))  # fmt: skip
+        assert scan["changed"] is False
+        assert scan["nc"]["domains"] == dict.fromkeys(names, "stopped")
+        assert scan["nc"]["volumes"] == {name: {VOL: "vdc"} for name in names}
+
+        ok(lab.module(tmp_path, instance=names[1], volume=VOL, state="detached"))
+        assert lab.disk(names[1], VOL, inactive=True) is None
+        assert VOL in lab.secrets()  # names[0] still has the disk
+        ok(lab.module(tmp_path, instance=names[0], volume=VOL, state="detached"))
+        assert VOL not in lab.secrets()
+    finally:
+        for name in names:
+            lab.virsh("undefine", name, check=False)
