@@ -84,6 +84,8 @@ class Volumes(CloudService):
         snapshot = self.get_snapshot(snapshot_id) if snapshot_id else None
         if snapshot is not None and snapshot["state"] != _S.COMPLETED:
             raise InputError(f"snapshot {snapshot['id']} is {snapshot['state']}")
+        if snapshot is not None and not snapshot.get("sha256"):
+            raise InputError(f"snapshot {snapshot['id']} has no recorded sha256 to check")
         if size_gb is None:
             if snapshot is None:
                 raise InputError("give --size or --snapshot")
@@ -122,6 +124,8 @@ class Volumes(CloudService):
                 client, walrus.SNAPSHOTS, snapshot["id"], URL_EXPIRY
             )
             extravars["cloud_volume"]["source_size"] = snapshot["size_bytes"]
+            # the SC checks the download against it before it exports anything
+            extravars["cloud_volume"]["source_sha256"] = snapshot["sha256"]
         if check:
             return self._play(
                 CREATE_PLAYBOOK, extravars, record["sc"], "volume-create", progress, check=True

@@ -21,9 +21,10 @@ description:
   - The backing store is never resized: a size that differs from I(size_gb) is an error.
   - With I(source_url) a new backing store is filled from a snapshot (a gzip stream of the
     raw volume, one or more gzip members, as written by C(volume_snapshot)): decompressed
-    while downloading and written sparse (all-zero blocks are skipped). A failed download
-    leaves neither backing store nor target behind. I(source_url) is ignored when the backing
-    store exists already.
+    while downloading and written sparse (all-zero blocks are skipped). The data must match
+    the snapshot's I(source_sha256), checked before anything is exported. A failed or
+    mismatching download leaves neither backing store nor target behind. I(source_url) is
+    ignored when the backing store exists already.
   - tgtd never shows an account's password. The module sets the password when it creates
     the account; an account that exists but is not bound to the target is re-created with
     I(chap_secret). A changed I(chap_secret) for a bound account is not detected.
@@ -73,6 +74,11 @@ options:
   source_size:
     description: Expected decompressed size of the snapshot in bytes; a different size fails.
     type: int
+  source_sha256:
+    description:
+      - SHA-256 (hex) of the decompressed snapshot, as C(volume_snapshot) returned it when it
+        made the snapshot. Required with I(source_url); different data fails the task.
+    type: str
   force:
     description: With C(state=absent), delete a target that still has initiator sessions.
     type: bool
@@ -96,6 +102,7 @@ EXAMPLES = r"""
     chap_secret: "{{ volume_chap_secret }}"
     source_url: "{{ snapshot_get_url }}"
     source_size: 10737418240
+    source_sha256: "{{ snapshot_sha256 }}"
 
 - name: Delete a volume
   iscsi_volume:
@@ -138,8 +145,10 @@ restored_bytes:
 
 import contextlib
 import fcntl
+import hashlib
 import http.client
 import os
+import posixpath
 import re
 import urllib.error
 import urllib.parse
@@ -153,6 +162,7 @@ from ansible.module_utils.cloud_role_config import RoleConfigError, read_role_co
 GIB = 1 << 30
 LUN = 1
 VOLUME_ID = re.compile(r"^vol-[0-9a-f]{8,17}$")
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
 LOCK_FILE = "/run/lock/cloud-sc.lock"
 HTTP_TIMEOUT = 60  # seconds for one socket operation of the download
 READ_CHUNK = 1 << 20  # compressed bytes read at a time
@@ -217,12 +227,14 @@ def gunzip(read):
             raise zlib.error("the gzip stream ends in the middle (truncated download?)")
 
 
-def write_sparse(f, chunks, limit: int) -> int:
-    """Write ``chunks`` into a fresh (all-zero) file/device, seeking over all-zero blocks."""
+def write_sparse(f, chunks, limit: int, digest) -> int:
+    """Write ``chunks`` into a fresh (all-zero) file/device, seeking over all-zero blocks;
+    ``digest`` (hashlib) sees every byte."""
     pos = 0
     for chunk in chunks:
         if pos + len(chunk) > limit:
             raise Failure(f"the snapshot holds more than the volume's {limit} bytes")
+        digest.update(chunk)
         for start in range(0, len(chunk), SPARSE_BLOCK):
             piece = chunk[start : start + SPARSE_BLOCK]
             if piece != ZEROS[: len(piece)]:
@@ -232,12 +244,14 @@ def write_sparse(f, chunks, limit: int) -> int:
     return pos
 
 
-def restore(url: str, f, size: int, expected: int | None) -> int:
-    """Download the snapshot at ``url`` into ``f``; returns the decompressed size."""
+def restore(url: str, f, size: int, expected: int | None, sha256: str) -> int:
+    """Download the snapshot at ``url`` into ``f`` and check it against ``sha256``; returns
+    the decompressed size."""
     where = url_for_messages(url)
+    digest = hashlib.sha256()
     try:
         with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT) as answer:
-            written = write_sparse(f, gunzip(answer.read), size)
+            written = write_sparse(f, gunzip(answer.read), size, digest)
     except urllib.error.HTTPError as exc:
         raise Failure(f"downloading the snapshot {where} failed: HTTP {exc.code} {exc.reason}")
     except (OSError, http.client.HTTPException, zlib.error, ValueError) as exc:
@@ -248,6 +262,13 @@ def restore(url: str, f, size: int, expected: int | None) -> int:
         raise Failure(
             f"the snapshot {where} holds {written} bytes after decompression, "
             f"expected source_size {expected}"
+        )
+    if digest.hexdigest() != sha256:
+        name = urllib.parse.unquote(posixpath.basename(urllib.parse.urlsplit(url).path))
+        raise Failure(
+            f"snapshot {name} data does not match its sha256 (recorded {sha256}, downloaded "
+            f"{digest.hexdigest()}): {where} is damaged or not this snapshot; the volume was "
+            "not created"
         )
     return written
 
@@ -487,7 +508,7 @@ def present(module, conf, store, tgt, iqn) -> dict:
         if p["source_url"]:
 
             def fill(f):
-                return restore(p["source_url"], f, size, p["source_size"])
+                return restore(p["source_url"], f, size, p["source_size"], p["source_sha256"])
 
         restored = store.create(size, fill)
         created_store = True
@@ -588,6 +609,8 @@ def core(module: AnsibleModule) -> dict:
         raise Failure("chap_user and chap_secret cannot hold a comma or a NUL (tgtd refuses them)")
     if p["source_url"] and urllib.parse.urlsplit(p["source_url"]).scheme not in ("http", "https"):
         raise Failure("source_url must be an http:// or https:// URL")
+    if p["source_url"] and not SHA256.match(p["source_sha256"] or ""):
+        raise Failure("source_sha256 (64 hexadecimal digits) is required with source_url")
     if not conf["chap"] and p["chap_user"]:
         module.warn(f"{p['sc_config']} says chap=false: chap_user/chap_secret are ignored")
     return present(module, conf, store, Tgt(), iqn)
@@ -605,6 +628,7 @@ def main() -> None:
             # A presigned URL carries its signature in the query string.
             "source_url": {"type": "str", "no_log": True},
             "source_size": {"type": "int"},
+            "source_sha256": {"type": "str"},
             "force": {"type": "bool", "default": False},
         },
         supports_check_mode=True,

@@ -20,6 +20,7 @@ pytestmark = pytest.mark.integration
 GIB, MIB = 1 << 30, 1 << 20
 BUCKET = "snapshots"
 SECRET = "secret-123456"
+ANY_SHA256 = "0" * 64
 MARKERS = {0: b"first-sector", 300 * MIB + 123: b"in-the-middle", GIB - 4096: b"last-block"}
 
 
@@ -98,7 +99,8 @@ def test_snapshot_and_restore(sc, run):
     assert done["size"] == res["compressed_bytes"]
 
     # a new volume from the snapshot: same content, still sparse, exported
-    res = ok(create(run, dst, source_url=done["url"], source_size=GIB))
+    restore = {"source_url": done["url"], "source_sha256": snapshot["sha256"]}
+    res = ok(create(run, dst, source_size=GIB, **restore))
     assert res["changed"] and res["restored_bytes"] == GIB
     restored = sc.volume_dir / f"{dst}.img"
     assert restored.stat().st_size == GIB and sha256(restored) == want
@@ -115,7 +117,7 @@ def test_snapshot_and_restore(sc, run):
     assert same.returncode == 0, same.stdout + same.stderr
     compared_in = time.monotonic() - started
     # source_url only matters when the backing store is created
-    assert not ok(create(run, dst, source_url=done["url"]))["changed"]
+    assert not ok(create(run, dst, **restore))["changed"]
 
     print(
         f"\nsnapshot of 1 GiB (12 MiB data): {snapshot['seconds']} s in the module, "
@@ -142,19 +144,57 @@ def test_failed_restore_leaves_nothing(sc, run):
     name = "vol-5a000004"
     missing = s3(sc, "presign_get", "no-such-key")
     res = create(run, name, source_url=missing["url"])
+    assert res.get("failed") and "source_sha256 (64 hexadecimal digits) is required" in res["msg"]
+    res = create(run, name, source_url=missing["url"], source_sha256=ANY_SHA256)
     assert res.get("failed") and "HTTP 404" in res["msg"], res
     assert "X-Amz-Signature" not in res["msg"]
 
     # (this one presigned with SigV2, boto3's default for S3 presigning)
     body = base64.b64encode(b"not gzip").decode()
     garbage = s3(sc, "put", "garbage.gz", body=body, signature="s3")
-    res = create(run, name, source_url=garbage["url"])
+    res = create(run, name, source_url=garbage["url"], source_sha256=ANY_SHA256)
     assert res.get("failed") and "restoring the snapshot" in res["msg"], res
 
     body = base64.b64encode(gzip.compress(b"\1" * 1000)).decode()
     small = s3(sc, "put", "small.gz", body=body)
-    res = create(run, name, source_url=small["url"], source_size=999)
+    res = create(run, name, source_url=small["url"], source_size=999, source_sha256=ANY_SHA256)
     assert res.get("failed") and "expected source_size 999" in res["msg"], res
 
     assert not list(sc.volume_dir.glob(f"{name}*"))
     assert f"{IQN_PREFIX}:{name}" not in sc.show()
+
+
+def test_restore_checks_the_snapshot_sha256(sc, run):
+    """A snapshot object that is damaged, or is another snapshot's data under this key, is
+    refused before anything is exported, and leaves nothing on the SC."""
+    name, key = "vol-5a000005", "snap-5a000005"
+    raw = bytearray(os.urandom(3 * MIB) + bytes(2 * MIB) + b"tail")
+    want = hashlib.sha256(raw).hexdigest()
+    good = gzip.compress(raw, compresslevel=1)
+    raw[4 * MIB] ^= 1  # a bit flipped before compression: a valid gzip of other data
+    other = gzip.compress(raw, compresslevel=1)
+    flipped = bytearray(good)
+    flipped[len(good) // 2] ^= 0x40  # a bit flipped in the stored object
+
+    def put(body: bytes) -> dict:
+        url = s3(sc, "put", key, body=base64.b64encode(body).decode())["url"]
+        return {"source_url": url, "source_sha256": want, "source_size": len(raw)}
+
+    res = create(run, name, **put(bytes(other)))
+    assert res.get("failed"), res
+    assert res["msg"].startswith(f"snapshot {key} data does not match its sha256 "), res["msg"]
+    assert want in res["msg"] and hashlib.sha256(raw).hexdigest() in res["msg"]
+    assert "X-Amz-Signature" not in res["msg"]
+    res = create(run, name, **put(bytes(flipped)))
+    assert res.get("failed") and f"restoring the snapshot {sc.endpoint}/" in res["msg"], res
+    assert not list(sc.volume_dir.glob(f"{name}*"))  # no backing file, no .part
+    assert f"{IQN_PREFIX}:{name}" not in sc.show()
+
+    started = time.monotonic()
+    res = ok(create(run, name, **put(good)))
+    restored_in = time.monotonic() - started
+    assert res["restored_bytes"] == len(raw)
+    with open(sc.volume_dir / f"{name}.img", "rb") as f:
+        assert f.read(3 * MIB) == bytes(raw[: 3 * MIB])
+    ok(run("iscsi_volume", name=name, state="absent"))
+    print(f"\nrestore of a 5 MiB snapshot, checked: {restored_in:.1f} s through ansible-playbook")
