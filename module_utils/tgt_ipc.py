@@ -4,7 +4,7 @@ line. A CHAP password given to ``tgtadm --password`` is readable by every user o
 /proc/PID/cmdline; sent over this socket it never is. Stdlib only (runs on target hosts).
 
 The protocol, as in tgt 1.0.85 (Debian 12; usr/tgtadm.h, usr/tgtadm.c, usr/mgmt.c), checked
-byte for byte against Debian's tgtadm by tests/modules/test_tgt_ipc.py:
+byte for byte against Debian's tgtadm by tests/modules/test_module_iscsi_volume.py:
 
 - a unix stream socket ``/var/run/tgtd/socket.<N>`` (a file, not an abstract name), N being
   tgtd's ``--control-port`` (0 by default, as the sc role and the test hosts run it: each host
@@ -116,6 +116,7 @@ def encode(
 
 
 def recv_exactly(sock: socket.socket, size: int) -> bytes:
+    """``size`` bytes from ``sock``, fewer only when the peer closed the connection."""
     data = bytearray()
     while len(data) < size:
         chunk = sock.recv(size - len(data))
