@@ -51,6 +51,13 @@ class HostUnreachable(CloudError):
         super().__init__(f"{host}: unreachable: {message}")
 
 
+class HostKeyError(HostUnreachable):
+    """SSH refused a host: its key is not the one recorded in the inventory's known_hosts."""
+
+    def __str__(self) -> str:
+        return self.message  # names the host and what to do
+
+
 class PlaybookError(CloudError):
     """A playbook run failed as a whole, or on several hosts (see `failures`)."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cloudctl.config import Settings, check_inventory
-from cloudctl.errors import HostUnreachable
+from cloudctl.errors import HostKeyError, HostUnreachable
 from cloudctl.runner import PlayResult, ProgressCallback, failure_message, run_playbook
 
 STATUS_PLAYBOOK = "playbooks/runtime/service_status.yml"
@@ -38,7 +38,9 @@ def service_status(
         operation="service-status",
         journal=False,
     )
-    if not result.stats:  # the play did not run at all (bad inventory, syntax, no hosts)
+    # The play did not run at all (bad inventory, syntax, no hosts), or ssh refused a host's
+    # key: that is no component's health but a refusal the operator must act on.
+    if not result.stats or any(isinstance(f, HostKeyError) for f in result.failures):
         result.raise_for_failures()
     return statuses_from_result(result)
 

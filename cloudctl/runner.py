@@ -24,9 +24,17 @@ from typing import Any
 import ansible_runner
 import yaml
 
+from cloudctl import hostkeys
 from cloudctl import journal as operation_journal
 from cloudctl.config import Settings
-from cloudctl.errors import ConfigError, HostFailed, HostUnreachable, InputError, PlaybookError
+from cloudctl.errors import (
+    ConfigError,
+    HostFailed,
+    HostKeyError,
+    HostUnreachable,
+    InputError,
+    PlaybookError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +172,7 @@ class EventCollector:
         if name == "runner_on_failed" and not data.get("ignore_errors"):
             self.failures.append(HostFailed(host, task, failure_message(res)))
         elif name == "runner_on_unreachable":
-            self.failures.append(HostUnreachable(host, failure_message(res), task=task))
+            self.failures.append(unreachable(host, task, res))
         self._emit(PlayEvent("host", task, host, status))
 
     def _error_line(self, stdout: str) -> None:
@@ -230,6 +238,17 @@ def parse_stats(data: Mapping[str, Any]) -> dict[str, HostStats]:
         counts = {attr: int((data.get(key) or {}).get(host, 0)) for key, attr in keys.items()}
         stats[host] = HostStats(host=host, **counts)
     return stats
+
+
+def unreachable(host: str, task: str, res: Mapping[str, Any]) -> HostUnreachable:
+    """The error of a host Ansible could not reach; ssh refusing its host key gets one line
+    that says so and what to do."""
+    if res.get("censored"):  # no_log hid ssh's message: run_playbook looks at the host key
+        return HostUnreachable(host, hostkeys.HIDDEN, task=task)
+    refused = hostkeys.refusal(host, str(res.get("msg") or ""))
+    if refused:
+        return HostKeyError(host, refused, task=task)
+    return HostUnreachable(host, failure_message(res), task=task)
 
 
 def failure_message(res: Mapping[str, Any]) -> str:
@@ -503,6 +522,7 @@ def run_playbook(
         tasks=collector.tasks,
         error=collector.error,
     )
+    result.failures = hostkeys.explain(settings, result.failures)
     _write_summary(result, operation, path, limit, check, started)
     if journaled:
         operation_journal.finish(settings, ident, result.ok, result.status)
