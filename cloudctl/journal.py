@@ -2,10 +2,12 @@
 after it ends, in the state store's `operations` table.
 
 An entry is written `running` (with the cloudctl process's pid and the resource ids the play
-carries) before ansible-runner starts, and `succeeded` or `failed` when the play ends. If
-cloudctl dies in between (kill -9, a crash, a reboot) the entry stays `running` while its
-process is gone: the next cloudctl command warns about it, and `cloudctl reconcile` compares
-the state with the hosts and, with --fix, closes the entry.
+carries) before ansible-runner starts, gets the play's pid (`play`) from its first event, and
+becomes `succeeded` or `failed` when the play ends. If cloudctl dies in between (kill -9, a
+crash, a reboot) the entry stays `running` while its process is gone: the next cloudctl
+command warns about it, and `cloudctl reconcile` ends what is left of the play
+(cloudctl/playguard.py, which normally ended it already), compares the state with the hosts
+and, with --fix, closes the entry.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from cloudctl import playguard
 from cloudctl.config import Settings
 from cloudctl.identity import current_owner
 from cloudctl.ids import HEX_LEN, PREFIXES
@@ -38,10 +41,17 @@ def begin(
         "resources": sorted(resource_ids(extravars)),
         "state": RUNNING,
         "pid": os.getpid(),
-        "pid_started": _process_start(os.getpid()),
+        "pid_started": playguard.process_start(os.getpid()),
     }
     with StateStore(settings.state_path).transaction() as tx:
         tx.table(TABLE).insert(entry)
+
+
+def playing(settings: Settings, event_id: str, pid: int) -> None:
+    """Record the play's ansible-playbook process (its pid and start time)."""
+    play = {"pid": pid, "started": playguard.process_start(pid)}
+    with StateStore(settings.state_path).transaction() as tx:
+        tx.table(TABLE).update(event_id, play=play)
 
 
 def finish(settings: Settings, event_id: str, ok: bool, detail: str = "") -> None:
@@ -55,6 +65,24 @@ def unfinished(view: Transaction) -> list[dict[str, Any]]:
     """Entries still `running` whose cloudctl process is gone: interrupted operations."""
     running = view.table(TABLE).search(state=RUNNING)
     return [e for e in running if not _alive(e["pid"], e.get("pid_started"))]
+
+
+def play_processes(entry: Mapping[str, Any]) -> list[int]:
+    """The processes of the entry's play still alive: those carrying its tag, and its
+    ansible-playbook if its recorded pid still names the same process."""
+    pids = set(playguard.processes(entry["id"]))
+    play = entry.get("play")
+    if play and _alive(play["pid"], play["started"]):
+        pids.add(play["pid"])
+    return sorted(pids)
+
+
+def end_play(entry: Mapping[str, Any]) -> list[int]:
+    """End what is left of the entry's play (SIGTERM, then SIGKILL); the pids that outlived
+    it (not ours to signal)."""
+    if play_processes(entry):
+        playguard.end(entry["id"])
+    return play_processes(entry)
 
 
 def close(tx: Any, entry: dict[str, Any], detail: str) -> None:
@@ -84,16 +112,6 @@ def resource_ids(value: Any) -> set[str]:
     return set()
 
 
-def _process_start(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (tells a reused pid apart)."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            # The command name (field 2) may hold spaces: count fields after its ')'.
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
 def _alive(pid: int, started: str | None) -> bool:
-    start = _process_start(pid)
+    start = playguard.process_start(pid)
     return start is not None and (started is None or start == started)

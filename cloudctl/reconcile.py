@@ -88,6 +88,8 @@ class Reconciler(CloudService):
     ) -> list[Drift]:
         """Compare (and with `fix`, repair). Orphans the state never knew are removed only
         with `delete_orphans` and when `confirm` (given their drifts) says yes."""
+        drifts = self._leftover_plays(fix)  # before anything is judged
+        running = {d.resource for d in drifts if not d.fixed}
         scan_started = utc_now()
         scan = run_playbook(
             self.settings,
@@ -99,7 +101,7 @@ class Reconciler(CloudService):
         found = {r.host: r.res for r in scan.task_results(TASK_SCAN) if r.status == "ok"}
         if not found and not scan.ok:
             scan.raise_for_failures()
-        drifts = [
+        drifts += [
             Drift("unscanned-host", f.host, f.host, f"{f} (its resources are not compared)", "none")
             for f in scan.failures
         ]
@@ -112,7 +114,8 @@ class Reconciler(CloudService):
         interfaces = {c.cc: c.public_interface for c in self.config.clusters.values()}
         plan, unknown = _Plan(), _Plan()
         with self.store.transaction() as tx:
-            interrupted = journal.unfinished(tx)
+            # An operation whose play still runs stays `running`: its resources are busy.
+            interrupted = [e for e in journal.unfinished(tx) if e["id"] not in running]
             busy = _busy_resources(tx, scan_started, interrupted)
             drifts += _compare(tx, found, busy, interfaces, plan, fix, unknown)
             for entry in interrupted:
@@ -149,6 +152,34 @@ class Reconciler(CloudService):
                 if d.host in failed:  # found again, and retried, by the next reconcile
                     d.fixed = False
                     d.detail += f" (fix failed: {failed[d.host]})"
+        return drifts
+
+    def _leftover_plays(self, fix: bool) -> list[Drift]:
+        """Interrupted operations whose play still has processes. cloudctl/playguard.py ends
+        a play within seconds of its cloudctl's death; whatever is left is ended here with
+        fix (SIGTERM, then SIGKILL); a play that still runs keeps its operation's resources
+        out of the comparison."""
+        with self.store.snapshot() as view:
+            interrupted = journal.unfinished(view)
+        drifts = []
+        for entry in interrupted:
+            pids = journal.play_processes(entry)
+            if not pids:
+                continue
+            left = journal.end_play(entry) if fix else pids
+            detail = f"{entry['operation']}: {len(pids)} process(es) of its play still ran"
+            if left:
+                detail += f", {len(left)} still run (its resources are not compared)"
+            drifts.append(
+                Drift(
+                    "leftover-play",
+                    entry["id"],
+                    "",
+                    detail,
+                    "end them (SIGTERM, then SIGKILL)",
+                    fixed=not left,
+                )
+            )
         return drifts
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import ansible_runner
 import yaml
 
-from cloudctl import hostkeys
+from cloudctl import hostkeys, playguard
 from cloudctl import journal as operation_journal
 from cloudctl.config import Settings
 from cloudctl.errors import (
@@ -342,7 +342,7 @@ def previous_task_count(settings: Settings, operation: str) -> int | None:
     return None
 
 
-def _envvars(settings: Settings) -> dict[str, str]:
+def _envvars(settings: Settings, ident: str) -> dict[str, str]:
     # ansible.cfg resolves its relative paths (library, roles_path, module_utils,
     # inventory) against its own directory, so pointing at it is enough.
     env = {"ANSIBLE_CONFIG": str(settings.ansible_cfg), "ANSIBLE_NOCOLOR": "1"}
@@ -351,6 +351,10 @@ def _envvars(settings: Settings) -> dict[str, str]:
     bindir = Path(sys.executable).parent
     if (bindir / "ansible-playbook").exists():
         env["PATH"] = os.pathsep.join([str(bindir), os.environ.get("PATH", os.defpath)])
+    # What the guard needs (cloudctl/playguard.py); every process of the play inherits the
+    # operation id, which is how the guard and reconcile find them.
+    env[playguard.ENV_OPERATION] = ident
+    env[playguard.ENV_PARENT] = str(os.getpid())
     return env
 
 
@@ -443,11 +447,34 @@ def _forget_extravars(
     return on_event
 
 
-def _cmdline(check: bool, vars_file: Path | None) -> str | None:
-    args = ["--check", "--diff"] if check else []
+def _cmdline(playbook: Path, check: bool, vars_file: Path | None) -> str:
+    """What follows the interpreter: the guard, then ansible-playbook and its arguments
+    (ansible-runner appends --inventory, --limit and --tags)."""
+    args = ["-I", playguard.__file__, "ansible-playbook", str(playbook)]
+    if check:
+        args += ["--check", "--diff"]
     if vars_file is not None:
         args += ["--extra-vars", f"@{vars_file}"]
-    return shlex.join(args) if args else None
+    return shlex.join(args)
+
+
+def _journal_play(
+    handler: Callable[[Mapping[str, Any]], bool], settings: Settings, ident: str
+) -> Callable[[Mapping[str, Any]], bool]:
+    """Record ansible-playbook's pid in the journal from the first event that carries it."""
+    recorded = False
+
+    def on_event(event: Mapping[str, Any]) -> bool:
+        nonlocal recorded
+        if not recorded and event.get("pid"):
+            recorded = True
+            try:
+                operation_journal.playing(settings, ident, int(event["pid"]))
+            except Exception:  # the operation's tag still finds the play: never break a run
+                log.warning("could not record the play's pid in the journal", exc_info=True)
+        return handler(event)
+
+    return on_event
 
 
 def _write_private(path: Path, data: Any) -> None:
@@ -494,18 +521,23 @@ def run_playbook(
     if journaled:
         operation_journal.begin(settings, ident, operation, limit, extravars)
     vars_file = _write_extravars(run_dir, extravars)
+    handler = _forget_extravars(collector, vars_file)
+    if journaled:
+        handler = _journal_play(handler, settings, ident)
     try:
+        # ansible-playbook runs behind cloudctl/playguard.py: no process of the play
+        # outlives this thread of cloudctl, even when it is killed (-9).
         runner = ansible_runner.run(
             private_data_dir=str(run_dir),
             ident=ident,
             project_dir=str(settings.project_dir),
-            playbook=str(path),
+            binary=sys.executable,
             inventory=str(settings.inventory),
-            envvars=_envvars(settings),
+            envvars=_envvars(settings, ident),
             limit=limit or None,
             tags=tags or None,
-            cmdline=_cmdline(check, vars_file),
-            event_handler=_forget_extravars(collector, vars_file),
+            cmdline=_cmdline(path, check, vars_file),
+            event_handler=handler,
             quiet=True,
             timeout=timeout,
         )
