@@ -30,12 +30,20 @@ from cloudctl.state import StateStore
 RECORDS = 1000
 CONCURRENT = 20
 SEED_SUBNET = "172.16.0.0/20"  # records only: nothing is started, no address is used
+SEED_CLOUD = "cloud-bench0000000000"
+
+
+def seed_states(work: Path, count: int = RECORDS) -> None:
+    """work/home-empty: a state with no record; work/home-1000: `count` instances."""
+    StateStore(work / "home-empty" / "state.json").initialize(SEED_CLOUD, "bench")
+    seed_instances(work / "home-1000", count)
 
 
 def seed_instances(home: Path, count: int = RECORDS) -> None:
     """`count` running instances as a launch of cloudctl records them, in one transaction."""
     owner = current_owner()
     store = StateStore(home / "state.json")
+    store.initialize(SEED_CLOUD, "bench")  # cloudctl works only on a state of a cloud
     types = [("m1.small", 1, 128, 2), ("c1.medium", 1, 256, 5), ("m1.large", 2, 512, 10)]
     with store.transaction() as tx:
         table = tx.table(inst.TABLE)

@@ -90,7 +90,7 @@ def main() -> int:
             rows = runtime.measure(work, base, args.repeat)
             out += [table([base_row, *rows]), ""]
         if "cli" in only or "memory" in only:
-            cli.seed_instances(work / "home-1000")  # shared by the cli and memory sections
+            cli.seed_states(work)  # shared by the cli and memory sections
         if "cli" in only:
             base, base_row = baseline("cloudctl `instance list` (`bench/cli.py`)")
             out += [table([base_row, *cli.list_rows(work, base, args.repeat)]), ""]
