@@ -12,9 +12,11 @@ cd "$(dirname "$0")/.."
 PROJECT="$PWD"
 HOST=ciab
 INVENTORY="$PROJECT/.lab/ciab/inventory"
+CLOUD_HOME="$PROJECT/.lab/ciab/cloudctl"
 export PATH="$PROJECT/.venv/bin:$PATH"
-export CLOUDCTL_INVENTORY="$INVENTORY"
-export CLOUDCTL_HOME="$PROJECT/.lab/ciab/cloudctl"
+# The demo cloud is a named cloud (~/.config/cloudctl/clouds.yaml): any shell reaches it
+# with `cloudctl --cloud ciab ...`, or plain `cloudctl ...` while it is the default cloud.
+export CLOUDCTL_CLOUD=ciab
 
 if [ "${1:-}" = "--destroy" ]; then
   if [ -d "$INVENTORY" ]; then
@@ -22,6 +24,7 @@ if [ "${1:-}" = "--destroy" ]; then
   fi
   python3 molecule/labhost.py destroy "$HOST"
   rm -rf "$PROJECT/.lab/ciab"
+  if cloudctl cloud list -o json | grep -q '"name": "ciab"'; then cloudctl cloud remove ciab; fi
   exit 0
 fi
 
@@ -30,6 +33,7 @@ if ! python3 molecule/labhost.py list | grep -q "^$HOST "; then
 fi
 mkdir -p "$PROJECT/.lab/ciab"
 python3 molecule/labhost.py inventory "$HOST" --groups-from inventory/ciab --out "$INVENTORY" >/dev/null
+cloudctl cloud add ciab --inventory "$INVENTORY" --home "$CLOUD_HOME"
 
 cloudctl deploy
 cloudctl service status
@@ -60,12 +64,26 @@ VOL=$(cloudctl -o json volume create --size 1 | python3 -c 'import json,sys; pri
 cloudctl instance list
 cloudctl volume attach "$VOL" --instance "$IID"
 
+# SSH checks host keys: the lab host's are in the inventory's known_hosts (labhost.py wrote
+# them); the guest prints its own on its console once booted, as cloud-init does, and we
+# record them from there, as EC2 users do with get-console-output.
+GUEST_KNOWN_HOSTS="$PROJECT/.lab/ciab/guest_known_hosts"
+KEYS=""
+for _ in $(seq 60); do  # it boots under TCG: poll its console for up to 5 minutes
+  KEYS=$(cloudctl instance console "$IID" | tr -d '\r' \
+    | sed -n '/^-----BEGIN SSH HOST KEY KEYS-----$/,/^-----END SSH HOST KEY KEYS-----$/{/^-----/!p}') || true
+  [ -n "$KEYS" ] && break
+  sleep 5
+done
+[ -n "$KEYS" ] || { echo "ciab: $IID printed no SSH host keys on its console" >&2; exit 1; }
+echo "$KEYS" | sed "s/^/$IP /" > "$GUEST_KNOWN_HOSTS"
+
 LAB_IP=$(python3 molecule/labhost.py list | awk -v h=$HOST '$1==h {print $2}')
 echo
 echo "The cloud runs in lab host '$HOST' ($LAB_IP); instance $IID has address $IP"
 echo "(the instance network lives inside the lab host: SSH goes through it as a jump host)."
-OPTS="-o StrictHostKeyChecking=accept-new -o UserKnownHostsFile=/dev/null"
-echo "SSH in:    ssh -i $KEY $OPTS -o ProxyCommand='ssh -i /root/.cloudlab/id_ed25519 $OPTS -W %h:%p root@$LAB_IP' root@$IP"
-echo "           (it boots under TCG: give it a minute; the volume is /dev/disk/by-id/virtio-$VOL)"
-echo "Use it:    export CLOUDCTL_INVENTORY=$INVENTORY CLOUDCTL_HOME=$CLOUDCTL_HOME; cloudctl instance list"
+JUMP="ssh -i /root/.cloudlab/id_ed25519 -o StrictHostKeyChecking=yes -o UserKnownHostsFile=$INVENTORY/known_hosts -W %h:%p root@$LAB_IP"
+echo "SSH in:    ssh -i $KEY -o StrictHostKeyChecking=yes -o UserKnownHostsFile=$GUEST_KNOWN_HOSTS -o ProxyCommand='$JUMP' root@$IP"
+echo "           (the volume is /dev/disk/by-id/virtio-$VOL)"
+echo "Use it:    cloudctl --cloud ciab instance list   (plain \`cloudctl instance list\` while ciab is the default cloud)"
 echo "Remove it: scripts/ciab.sh --destroy"
