@@ -283,11 +283,13 @@ class Instances(CloudService):
                     "kernel_sha256": parts["kernel"]["sha256"] if "kernel" in parts else "",
                     "ramdisk_sha256": parts["ramdisk"]["sha256"] if "ramdisk" in parts else "",
                     "public_keys": public_keys,
-                    "user_data": user_data,
                 }
             )
         return {
             "cloud_nodes": nodes,
+            # Apart from the loop items (a task result keeps its item); redacted in the run
+            # directory's extravars.json like every field whose name says user_data.
+            "cloud_user_data": {r["id"]: user_data for r in records} if user_data else {},
             "cloud_instances": [_host_view(r) for r in records],
             "cloud_firewalls": firewalls,  # applied before the new instances start
         }

@@ -360,7 +360,8 @@ def _envvars(settings: Settings, ident: str) -> dict[str, str]:
 
 REDACTED = "********"
 # Extra vars whose name says they are secret: redacted in the run directory's copy.
-_SECRET_VAR = re.compile(r"secret|passw|token|credential|private", re.IGNORECASE)
+# User data too: it often carries secrets, and the module that uses it never shows it.
+_SECRET_VAR = re.compile(r"secret|passw|token|credential|private|user_data", re.IGNORECASE)
 # The query of a URL (a presigned URL's signature) and its user:password@.
 _URL_QUERY = re.compile(r"(?P<url>\bhttps?://[^\s?#\"']*)\?[^\s#\"']*", re.IGNORECASE)
 _URL_USERINFO = re.compile(r"(?P<scheme>\bhttps?://)[^\s/@\"']*@", re.IGNORECASE)
@@ -368,7 +369,7 @@ _URL_USERINFO = re.compile(r"(?P<scheme>\bhttps?://)[^\s/@\"']*@", re.IGNORECASE
 
 def redact_extravars(value: Any) -> Any:
     """A copy of extra vars for the audit trail: values of secret-named fields
-    (chap_secret, secret_key, password, token, private_key...) replaced, and every URL
+    (chap_secret, secret_key, password, token, private_key, user_data...) replaced, and every URL
     stripped of its query string and user info (a presigned URL is a bearer credential
     until it expires; its path stays visible)."""
     if isinstance(value, Mapping):

@@ -106,7 +106,9 @@ options:
     elements: str
     default: []
   user_data:
-    description: User data for the seed (a C(#!) script or C(#cloud-config)).
+    description:
+      - User data for the seed (a C(#!) script or C(#cloud-config)). It may carry secrets, so
+        it is no_log, never shown in results, invocations or diffs.
     type: str
   shutdown_timeout:
     description: Seconds C(stopped) waits for the guest to power off before destroying it.
@@ -683,7 +685,7 @@ def main() -> None:
             "ramdisk_sha256": {"type": "str"},
             "cmdline": {"type": "str", "default": "console=ttyS0"},
             "public_keys": {"type": "list", "elements": "str", "default": [], "no_log": False},
-            "user_data": {"type": "str"},
+            "user_data": {"type": "str", "no_log": True},
             "shutdown_timeout": {"type": "int", "default": 30},
         },
         supports_check_mode=True,

@@ -1,17 +1,18 @@
 """Secrets stay secret: CHAP secrets, the Walrus secret key, private keys, the admin
-credentials and presigned URLs never show up in ansible-runner's artifacts (every file under
-CLOUDCTL_HOME/runs), in anything else cloudctl keeps in its home, in the lab host's /var/log
-(daemon logs included) or in the output of any cloudctl command, and the files that hold
-them are 0600 in 0700 directories.
+credentials, presigned URLs and user data never show up in ansible-runner's artifacts (every
+file under CLOUDCTL_HOME/runs), in anything else cloudctl keeps in its home, in the lab host's
+/var/log (daemon logs included) or in the output of any cloudctl command, and the files that
+hold them are 0600 in 0700 directories.
 
 The operations that carry secrets run through the CLI on the shared cloud (ops_cloud):
-volume create, instance run, volume attach, snapshot create, volume create --snapshot (also
-with --check and --debug), image register, keypair create (to a file and to stdout),
-service status, event list/show, deploy --check, and the clean-up (detach, delete,
-terminate, deregister). Then the canaries are collected from where they legitimately live
-(state.json, the host's credential files, the key files, and every presigned URL cloudctl
-generated: a sitecustomize module on the cloudctl processes' PYTHONPATH records what
-botocore's presigner returns) and searched for everywhere else.
+volume create, instance run (with user data: only the instance's seed may hold it), volume
+attach, snapshot create, volume create --snapshot (also with --check and --debug), image
+register, keypair create (to a file and to stdout), service status, event list/show, deploy
+--check, and the clean-up (detach, delete, terminate, deregister). Then the canaries are
+collected from where they legitimately live (state.json, the host's credential files, the
+key files, and every presigned URL cloudctl generated: a sitecustomize module on the
+cloudctl processes' PYTHONPATH records what botocore's presigner returns) and searched for
+everywhere else.
 """
 
 from __future__ import annotations
@@ -222,7 +223,11 @@ def exercise(s: Session, c: CloudClient, tmp_path: Path, cleanup: list) -> None:
     vol = s.json("volume", "create", "--size", "1")[0]["id"]
     cleanup.append(("volume", "delete", vol))
     s.run("volume", "create", "--size", "1", "--check")
-    [inst] = s.json("instance", "run", "--image", c.ids["emi"], "--keypair", "ops")
+    s.user_data = f"user-data-canary-{secrets.token_hex(16)}"
+    user_data = tmp_path / "user-data"
+    user_data.write_text(f"#!/bin/sh\n# {s.user_data}\ntrue\n")
+    [inst] = s.json("instance", "run", "--image", c.ids["emi"], "--keypair", "ops",
+                    "--user-data-file", str(user_data))  # fmt: skip
     cleanup.append(("instance", "terminate", inst["id"]))
     s.run("volume", "attach", vol, "--instance", inst["id"], "--check")
     s.json("volume", "attach", vol, "--instance", inst["id"])
@@ -278,6 +283,8 @@ def collect_canaries(s: Session, c: CloudClient, tmp_path: Path) -> dict[str, st
     assert any("/images/" in p for p in paths) and any("/snapshots/" in p for p in paths), paths
     assert len(signatures) >= 6, paths
     canaries.update({f"presigned URL signature ({p})": sig for sig, p in signatures.items()})
+
+    canaries["user data"] = s.user_data  # in loop items and job events before: never again
 
     short = [name for name, value in canaries.items() if len(value) < MIN_CANARY]
     assert short == [], f"canaries too short to search for: {short}"

@@ -57,6 +57,8 @@ def test_redacted_copy_keeps_what_is_not_secret():
         "password": None,
     }
     assert EXTRAVARS["cloud_volume"]["chap_secret"] == CHAP  # the input is not changed
+    user_data = {"cloud_user_data": {"i-0a1b2c3d": "#!/bin/sh\necho hi\n"}}
+    assert redact_extravars(user_data) == {"cloud_user_data": REDACTED}
 
 
 @pytest.mark.parametrize("check", [False, True])
