@@ -7,8 +7,9 @@ type, vcpus, memory_mb, zone, node, cc, private_ip, mac, keypair, state, reason,
 Pools: "mac" (cloud-wide) and "ip:<zone>" (the zone's subnet minus the CC's gateway).
 A launch records every instance `pending` and allocates its IP and MAC in ONE transaction,
 then runs playbooks/runtime/instance_run.yml once for all of them. Instances whose host or
-task failed are cleaned up on the hosts (instance_terminate.yml), end `failed` with the reason,
-and give their IP and MAC back.
+task failed are cleaned up on the hosts (instance_terminate.yml) and end `failed` with the
+reason; they give their IP and MAC back only once that clean-up succeeded (if it failed, the
+reason says so and `cloudctl reconcile --fix` finishes them later).
 """
 
 from __future__ import annotations
@@ -210,15 +211,25 @@ class Instances(CloudService):
             rules_before = sg.all_effective_rules(tx)
             for r in ok:
                 table.update(r["id"], state=_S.RUNNING.value, event=event)
-            for r in failed:
+            for r in failed:  # their IP and MAC are kept until the hosts are clean
                 table.update(r["id"], state=_S.FAILED.value, reason=reasons[r["id"]], event=event)
-                _release(tx, r)
-            final = [table.get(r["id"]) for r in records]
             generation = sg.next_generation(tx) if failed else None
             rules_after = sg.all_effective_rules(tx)
             firewalls = sg.changed_firewalls(tx, rules_before, rules_after, generation)
         if failed:
-            self._cleanup_hosts(failed, firewalls, generation)
+            cleanup = self._cleanup_hosts(failed, firewalls, generation)
+            with self.store.transaction() as tx:
+                for r in failed:
+                    problem = _host_failure(cleanup, r["cc"], r["node"])
+                    if not problem:
+                        _release(tx, r)
+                        continue
+                    tx.table(TABLE).update(
+                        r["id"],
+                        reason=f"{reasons[r['id']]}; its clean-up failed ({problem}): its IP and "
+                        "MAC stay allocated until `cloudctl reconcile --fix` finishes it",
+                    )
+        final = [self.get(r["id"]) for r in records]
         cache = [
             {
                 "node": t.host,
@@ -233,10 +244,10 @@ class Instances(CloudService):
 
     def _cleanup_hosts(
         self, records: list[dict[str, Any]], firewalls: list[dict], generation: int | None
-    ) -> None:
-        """Remove whatever a failed launch left on the hosts (best effort)."""
+    ) -> PlayResult:
+        """Remove whatever a failed launch left on the hosts."""
         hosts = sorted({*(r["cc"] for r in records), *(h["node"] for h in [*records, *firewalls])})
-        run_playbook(
+        return run_playbook(
             self.settings,
             TERMINATE_PLAYBOOK,
             extravars={
@@ -483,8 +494,20 @@ def _save_last_node(tx, zone: str, node: str) -> None:
 
 
 def _release(tx, record: Mapping[str, Any]) -> None:
-    tx.release(ip_pool(record["zone"]), record["private_ip"])
-    tx.release(MAC_POOL, record["mac"])
+    # By owner: a value released earlier may belong to another instance by now.
+    tx.release_owner(ip_pool(record["zone"]), record["id"])
+    tx.release_owner(MAC_POOL, record["id"])
+
+
+def _host_failure(result: PlayResult, *hosts: str) -> str:
+    """Why a play failed on any of these hosts ("" when it did its work there)."""
+    failures = {f.host: f for f in result.failures}
+    for host in hosts:
+        if host in failures:
+            return str(failures[host])
+    if result.status != "successful" and not failures:  # e.g. a syntax error: nothing ran
+        return result.error or f"the play ended {result.status}"
+    return ""
 
 
 def end_instance(tx, record: Mapping[str, Any], state: InstanceState, **fields: Any) -> None:
