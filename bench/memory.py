@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import statistics
@@ -38,6 +39,7 @@ from common import (
 
 from cloudctl import walrus
 from cloudctl.cloudconfig import load_config
+from cloudctl.hostkeys import HostKey, console_host_keys
 
 OBJECTS = 100
 OBJECT_SIZE = 1024 * 1024
@@ -87,20 +89,23 @@ def cloudctl_rows(work: Path, repeat: int) -> tuple[float, list[Row]]:
 # --- QEMU on the NC ---------------------------------------------------------------------
 
 
-def guest_answers(ip: str, key: Path) -> bool:
-    """True when the guest runs a command over SSH (through the lab host as a jump host)."""
+def guest_answers(ip: str, key: Path, host_keys: list[HostKey]) -> bool:
+    """True when the guest runs a command over SSH (through the lab host as a jump host),
+    checking the lab host's key (inventory's known_hosts) and the guest's (`host_keys`)."""
     import paramiko
 
     logging.getLogger("paramiko").setLevel(logging.CRITICAL)  # refusals while it boots
     info = lab_info()
     jump = paramiko.SSHClient()
-    jump.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+    jump.get_host_keys().load(str(LAB / "inventory" / "known_hosts"))
     try:
         jump.connect(info["address"], username="root", key_filename=info["key"], timeout=10,
                      allow_agent=False, look_for_keys=False)  # fmt: skip
         channel = jump.get_transport().open_channel("direct-tcpip", (ip, 22), ("127.0.0.1", 0))
         guest = paramiko.SSHClient()
-        guest.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+        for k in host_keys:
+            blob = base64.b64decode(k.blob)
+            guest.get_host_keys().add(ip, k.type, paramiko.PKey.from_type_string(k.type, blob))
         guest.connect(ip, username="root", pkey=paramiko.Ed25519Key.from_private_key_file(
             str(key)), sock=channel, timeout=10, banner_timeout=10, auth_timeout=10,
             allow_agent=False, look_for_keys=False)  # fmt: skip
@@ -141,9 +146,13 @@ def qemu_rows(work: Path) -> tuple[list[Row], str]:
     try:
         [instance] = cloudctl("instance", "run", "--image", tiny_image(), "--keypair", name)
         deadline = time.monotonic() + SSH_DEADLINE_S
-        while not guest_answers(instance["private_ip"], key):
+        host_keys: list[HostKey] = []  # what the guest prints on its console
+        while not guest_answers(instance["private_ip"], key, host_keys):
             if time.monotonic() > deadline:
                 raise SystemExit(f"{instance['id']} did not answer SSH in {SSH_DEADLINE_S} s")
+            host_keys = host_keys or console_host_keys(
+                str(cloudctl("instance", "console", instance["id"]))
+            )
             time.sleep(2)  # poll interval
         pid = qemu_of(instance["id"])
         samples = []

@@ -245,9 +245,10 @@ def unreachable(host: str, task: str, res: Mapping[str, Any]) -> HostUnreachable
     that says so and what to do."""
     if res.get("censored"):  # no_log hid ssh's message: run_playbook looks at the host key
         return HostUnreachable(host, hostkeys.HIDDEN, task=task)
-    refused = hostkeys.refusal(host, str(res.get("msg") or ""))
-    if refused:
-        return HostKeyError(host, refused, task=task)
+    items = [i for i in res.get("results") or [] if isinstance(i, Mapping)]  # a loop's
+    for result in (res, *items):
+        if refused := hostkeys.refusal(host, str(result.get("msg") or "")):
+            return HostKeyError(host, refused, task=task)
     return HostUnreachable(host, failure_message(res), task=task)
 
 

@@ -13,11 +13,13 @@ machine's real interfaces.
     labhost.py destroy --all   remove every lab host and the switch
     labhost.py list            hosts with address and sshd pid
     labhost.py inventory NAME [NAME...] --groups-from DIR --out DIR
-                               write an inventory reaching these hosts over SSH
+                               write an inventory reaching these hosts over SSH, with
+                               their host keys in DIR/known_hosts
     labhost.py run NAME -- CMD run a command inside the host (all its namespaces)
 
 Only root can run it. State lives in /root/.cloudlab (0700: sshd refuses keys below
-world-writable directories).
+world-writable directories). /root/.cloudlab/known_hosts holds the host key of every lab host
+(molecule's ssh checks them there); ssh never has to accept an unknown key.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ ROOT_VETH = "cloudlab0"
 LAB_NET = ipaddress.ip_network("10.213.0.0/24")
 ROOT_ADDR = "10.213.0.1"
 FIRST_HOST_OFFSET = 10
+KNOWN_HOSTS = LAB_DIR / "known_hosts"
 OVERLAID_DIRS = ["/etc", "/var/lib", "/var/log", "/var/cache", "/opt", "/srv"]
 TMPFS_DIRS = ["/run", "/tmp"]
 
@@ -68,6 +71,20 @@ def all_hosts() -> list[dict]:
     if not hosts_dir.exists():
         return []
     return [info for p in sorted(hosts_dir.iterdir()) if (info := load_info(p.name))]
+
+
+def host_key(info: dict) -> str:
+    """The host's SSH public key ("ssh-ed25519 AAAA..."), as known_hosts records it."""
+    key_type, blob = (Path(info["dir"]) / "ssh_host_ed25519_key.pub").read_text().split()[:2]
+    return f"{key_type} {blob}"
+
+
+def write_known_hosts(path: Path, hosts: list[dict]) -> None:
+    """A known_hosts file with the keys of these lab hosts, replaced in one rename."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text("".join(f"{info['address']} {host_key(info)}\n" for info in hosts))
+    tmp.chmod(0o644)
+    os.replace(tmp, path)
 
 
 class LabLock:
@@ -197,6 +214,7 @@ def create(name: str) -> dict:
         info = {"name": name, "address": address, "netns": ns, "sshd_pid": proc.pid,
                 "key": str(key), "dir": str(hdir)}
         (hdir / "info.json").write_text(json.dumps(info, indent=2))
+        write_known_hosts(KNOWN_HOSTS, all_hosts())
     # A host destroyed a moment ago may have left its MAC for this address in the root
     # namespace's neighbour cache: forget it, or packets go to the old MAC for ~30 s.
     sh("ip", "neigh", "flush", "to", address, "dev", ROOT_VETH, check=False, capture=True)
@@ -243,6 +261,8 @@ def destroy(name: str) -> None:
         sh("ip", "-n", SWITCH_NS, "link", "del", f"h-{name}", check=False, capture=True)
         if info or host_dir(name).exists():
             shutil.rmtree(host_dir(name), ignore_errors=True)
+        if KNOWN_HOSTS.exists():  # an address is given to the next host created
+            write_known_hosts(KNOWN_HOSTS, all_hosts())
         if not all_hosts():
             remove_switch()
 
@@ -250,16 +270,19 @@ def destroy(name: str) -> None:
 def write_inventory(names: list[str], groups_from: Path, out: Path) -> Path:
     """Copy an inventory (hosts.yml + group_vars/host_vars) and point its hosts at lab hosts.
 
-    Hosts are matched by name: lab host NAME stands in for inventory host NAME.
+    Hosts are matched by name: lab host NAME stands in for inventory host NAME. The lab
+    hosts' keys go to known_hosts next to hosts.yml, where the example inventories' ssh
+    checks them (ansible_ssh_common_args in group_vars/all.yml).
     """
     if out.exists():
         shutil.rmtree(out)
     shutil.copytree(groups_from, out)
-    lab = {}
+    lab, infos = {}, []
     for name in names:
         info = load_info(name)
         if not info:
             raise SystemExit(f"labhost: no lab host {name}")
+        infos.append(info)
         lab[name] = {
             "ansible_host": info["address"],
             "ansible_user": "root",
@@ -272,6 +295,7 @@ def write_inventory(names: list[str], groups_from: Path, out: Path) -> Path:
         lines = ["# written by molecule/labhost.py: this host is a namespaced lab host"]
         lines += [f"{k}: {v}" for k, v in conn.items()]
         (host_vars / f"{name}.yml").write_text("\n".join(lines) + "\n")
+    write_known_hosts(out / "known_hosts", infos)
     return out
 
 

@@ -142,13 +142,21 @@ else
   log "no seed found"
 fi
 
-# SSH: dropbear with host keys generated on first boot
+# SSH: dropbear with host keys generated on first boot. The public keys go to the console as
+# cloud-init prints them, so that a client checks the key it is offered against them.
 mkdir -p /etc/dropbear
 for t in ed25519 ecdsa; do
   f=/etc/dropbear/dropbear_${t}_host_key
   [ -f "$f" ] || dropbearkey -t "$t" -f "$f" >/dev/null 2>&1
   log "host key $(dropbearkey -y -f "$f" 2>/dev/null | sed -n 's/^Fingerprint: //p')"
 done
+{
+  echo "-----BEGIN SSH HOST KEY KEYS-----"
+  for t in ed25519 ecdsa; do
+    dropbearkey -y -f /etc/dropbear/dropbear_${t}_host_key 2>/dev/null | grep -E '^(ssh-|ecdsa-)'
+  done
+  echo "-----END SSH HOST KEY KEYS-----"
+}
 if dropbear -p 22 -r /etc/dropbear/dropbear_ed25519_host_key \
     -r /etc/dropbear/dropbear_ecdsa_host_key; then
   log "dropbear listening on port 22"

@@ -1,9 +1,14 @@
 """What the end-to-end tests share: cloudctl as a subprocess, commands inside lab hosts, and
 SSH into guests through a lab host as the jump host (the instance networks live inside the
-lab hosts' namespaces)."""
+lab hosts' namespaces).
+
+SSH checks host keys, as an EC2 user does: the jump host's key is in the inventory's
+known_hosts (molecule/labhost.py writes it), the guest's is the one it printed on its console
+(`cloudctl instance console`, cloud-init's "BEGIN SSH HOST KEY KEYS" block)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -14,6 +19,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
+from cloudctl.hostkeys import HostKey, console_host_keys
 from tests.conftest import labhost
 
 BIN = Path(sys.executable).parent
@@ -29,6 +35,7 @@ class CloudClient:
         self.home = workdir / "cloudctl-home"
         self.key = workdir / f"{key_name}.pem"
         self.ids: dict = {}
+        self.host_keys: dict[str, list[HostKey]] = {}  # guest address -> keys from its console
 
     def cloudctl(self, *args: str, ok: bool = True, timeout: int = 1800):
         env = dict(os.environ, CLOUDCTL_HOME=str(self.home), PATH=f"{BIN}:{os.environ['PATH']}")
@@ -50,12 +57,29 @@ class CloudClient:
         deadline = time.monotonic() + deadline_s
         last = None
         while time.monotonic() < deadline:
+            keys = self.host_keys.get(ip, [])
             try:
-                return guest_ssh(labhost.load_info(host), ip, self.key, command)
+                return guest_ssh(self.inventory, host, ip, keys, self.key, command)
+            except UnknownHostKey as exc:
+                # Its SSH server answers, so its keys are on the console (printed before).
+                last = exc
+                if self.console_host_keys(ip) != keys:
+                    continue
+            except paramiko.BadHostKeyException as exc:
+                self.host_keys.pop(ip, None)  # another guest has the address now
+                last = exc
             except (OSError, paramiko.SSHException, EOFError) as exc:
                 last = exc
-                time.sleep(2)  # poll interval, not a wait for an outcome
+            time.sleep(2)  # poll interval, not a wait for an outcome
         pytest.fail(f"no SSH to {ip} via {host} within {deadline_s}s: {last!r}")
+
+    def console_host_keys(self, ip: str) -> list[HostKey]:
+        """The host keys the running instance with this address printed on its console."""
+        [instance] = [i for i in self.json("instance", "list", "--state", "running")
+                      if i["private_ip"] == ip]  # fmt: skip
+        keys = console_host_keys(self.cloudctl("instance", "console", instance["id"]).stdout)
+        self.host_keys[ip] = keys
+        return keys
 
 
 def in_host(host: str, *command: str) -> subprocess.CompletedProcess:
@@ -67,15 +91,38 @@ def in_host(host: str, *command: str) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
-def guest_ssh(info: dict, ip: str, key: Path, command: str) -> str:
+class UnknownHostKey(paramiko.SSHException):
+    """The server offered a key of a type we know no key of: it is refused."""
+
+
+class _Refuse(paramiko.MissingHostKeyPolicy):
+    def missing_host_key(self, client, hostname, key):
+        raise UnknownHostKey(f"{hostname} offered an unknown {key.get_name()} host key")
+
+
+def pinned_client(host: str, keys: list[HostKey]) -> paramiko.SSHClient:
+    """A client that accepts only these host keys for `host`: another key of a known type
+    raises BadHostKeyException, a key of another type UnknownHostKey."""
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(_Refuse())
+    for key in keys:
+        client.get_host_keys().add(host, key.type, paramiko.PKey.from_type_string(
+            key.type, base64.b64decode(key.blob)))  # fmt: skip
+    return client
+
+
+def guest_ssh(inventory: Path, host: str, ip: str, keys: list[HostKey], key: Path,
+              command: str) -> str:  # fmt: skip
+    """Run a command in a guest over SSH through lab host `host`, checking both host keys:
+    the lab host's from the inventory's known_hosts, the guest's from `keys`."""
+    info = labhost.load_info(host)
     jump = paramiko.SSHClient()
-    jump.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+    jump.get_host_keys().load(str(inventory / "known_hosts"))
     jump.connect(info["address"], username="root", key_filename=info["key"], timeout=20,
                  allow_agent=False, look_for_keys=False)  # fmt: skip
     try:
         channel = jump.get_transport().open_channel("direct-tcpip", (ip, 22), ("127.0.0.1", 0))
-        guest = paramiko.SSHClient()
-        guest.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+        guest = pinned_client(ip, keys)
         guest.connect(ip, username="root", pkey=paramiko.Ed25519Key.from_private_key_file(
             str(key)), sock=channel, timeout=20, banner_timeout=20, auth_timeout=20,
             allow_agent=False, look_for_keys=False)  # fmt: skip

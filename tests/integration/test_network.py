@@ -27,6 +27,7 @@ PUBLIC_GW, CLIENT_IP, POOL = "198.51.100.1", "198.51.100.254", "198.51.100.16/28
 
 GROUP_VARS = {
     "ansible_python_interpreter": "/usr/bin/python3",
+    "ansible_ssh_common_args": "-o UserKnownHostsFile={{ inventory_dir }}/known_hosts",
     "cloud_name": "nw",
     "cloud_service_manager": "auto",
     "nc_max_cores": 8,
@@ -54,6 +55,7 @@ class Cloud(CloudClient):
     def __init__(self, workdir: Path) -> None:
         super().__init__(workdir, "k")
         self.client_ns = f"cloudtest-pub-{secrets.token_hex(3)}"
+        self.client_known_hosts = workdir / "client_known_hosts"
 
     def from_client(self, *command: str, timeout: int = 30) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -61,11 +63,19 @@ class Cloud(CloudClient):
             capture_output=True, text=True, timeout=timeout, check=False,
         )  # fmt: skip
 
+    def client_trusts(self, public_ip: str, private_ip: str) -> None:
+        """The client knows the host keys of the instance (from its console) at public_ip."""
+        keys = self.host_keys.get(private_ip) or self.console_host_keys(private_ip)
+        assert keys, f"no host keys on the console of {private_ip}"
+        self.client_known_hosts.write_text(
+            "".join(f"{public_ip} {k.type} {k.blob}\n" for k in keys)
+        )
+
     def client_ssh(self, ip: str, command: str = "hostname") -> subprocess.CompletedProcess:
         return self.from_client(
-            "ssh", "-i", str(self.key), "-o", "StrictHostKeyChecking=no",
-            "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=4", "-o", "BatchMode=yes",
-            f"root@{ip}", command,
+            "ssh", "-i", str(self.key), "-o", "StrictHostKeyChecking=yes",
+            "-o", f"UserKnownHostsFile={self.client_known_hosts}", "-o", "ConnectTimeout=4",
+            "-o", "BatchMode=yes", f"root@{ip}", command,
         )  # fmt: skip
 
     def client_ping(self, ip: str) -> bool:
@@ -158,6 +168,7 @@ def test_elastic_ip_and_security_group_rules(cloud):
     eip = address["public_ip"]
     cloud.ids["eip"] = eip
     cloud.json("address", "associate", eip, "--instance", web["id"])
+    cloud.client_trusts(eip, web["private_ip"])
     assert cloud.client_ssh(eip).returncode != 0  # the group allows nothing yet
     assert not cloud.client_ping(eip)
 

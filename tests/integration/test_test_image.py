@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from cloudctl.hostkeys import console_host_keys
+
 pytestmark = pytest.mark.integration
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -290,10 +292,17 @@ def test_test_image_dhcp_and_ssh_in_a_private_namespace(tmp_path):
         log = wait_for(serial, "CLOUD-TEST: ready", proc, deadline)
         assert "CLOUD-TEST: got address 10.99.0.55 on eth0 (router 10.99.0.1)" in log
         assert "CLOUD-TEST: seed found on /dev/sr0" in log
+        # The guest prints its host keys on the console (as cloud-init does): ssh checks them.
+        host_keys = console_host_keys(log)
+        assert sorted(k.type for k in host_keys) == ["ecdsa-sha2-nistp256", "ssh-ed25519"]
+        for k in host_keys:  # the fingerprints dropbear printed are those of these keys
+            assert f"CLOUD-TEST: host key {k.fingerprint}" in log
+        known_hosts = tmp_path / "known_hosts"
+        known_hosts.write_text("".join(f"10.99.0.55 {k.type} {k.blob}\n" for k in host_keys))
         out = subprocess.run(
             nse
-            + ["ssh", "-i", str(key), "-o", "StrictHostKeyChecking=no"]
-            + ["-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=30"]
+            + ["ssh", "-i", str(key), "-o", "StrictHostKeyChecking=yes"]
+            + ["-o", f"UserKnownHostsFile={known_hosts}", "-o", "ConnectTimeout=30"]
             + ["-o", "BatchMode=yes", "root@10.99.0.55", "hostname; ip route"],
             check=False,
             capture_output=True,

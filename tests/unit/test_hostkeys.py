@@ -255,6 +255,8 @@ def test_ssh_refusals_become_one_line_naming_the_host():
     error = unreachable("web", "Read the node facts", {"msg": CHANGED, "unreachable": True})
     assert isinstance(error, HostKeyError) and error.task == "Read the node facts"
     assert str(error) == refusal("web", CHANGED)
+    in_loop = {"msg": "All items completed", "results": [{"item": "nc", "msg": UNKNOWN}]}
+    assert str(unreachable("web", "t", in_loop)) == refusal("web", UNKNOWN)
     other = unreachable("web", "t", {"msg": "ssh: connect to host x port 22: No route to host"})
     assert type(other) is HostUnreachable
 
