@@ -31,9 +31,11 @@ from cloudctl.state import StateStore
 BIN = Path(sys.executable).parent
 OWNER = {"account": "admin", "user": "admin"}
 UNKNOWN = "0000dead"  # the hex part of every unknown id
+CLOUD_ID = "cloud-0badc0de0badc0de"
 
 CLOUD = {
     "cloud_name": "badinput",
+    "cloud_id": CLOUD_ID,
     "clusters": {
         zone: {
             "subnet": f"172.31.{n}.0/24",
@@ -212,7 +214,7 @@ CASES = [
     case("attach-other-zone", f"volume attach {VOL_B} --instance {RUNNING_A}",
          "attaches only within its zone"),
     case("attach-in-use", f"volume attach {VOL_B_IN_USE} --instance {RUNNING_B}",
-         f"volume {VOL_B_IN_USE} is in-use: cannot attach"),
+         f"volume {VOL_B_IN_USE} is in-use (attached to {RUNNING_B}): cannot attach"),
     case("attach-instance-unknown", f"volume attach {VOL_A} --instance i-{UNKNOWN}",
          f"instance i-{UNKNOWN} does not exist"),
     case("attach-bad-device", f"volume attach {VOL_A} --instance {RUNNING_A} --device sda",
@@ -339,6 +341,22 @@ CASES = [
     case("zone-unknown-option", "zone list --zone zone-a", "No such option '--zone'"),
     # --- event --------------------------------------------------------------------------
     case("event-unknown", f"event show {UNKNOWN}", f"event {UNKNOWN} does not exist"),
+    # --- the state, named clouds, reconcile ---------------------------------------------
+    case("state-missing", "instance list", "no state at /nonexistent/state.json",
+         CLOUDCTL_STATE="/nonexistent/state.json"),
+    case("state-of-another-cloud", "volume list",
+         f"is of cloud {CLOUD_ID}, not of this cloud cloud-ffffffffffffffff",
+         CLOUDCTL_CONFIG="{d}/other-cloud.yml"),
+    case("cloud-unknown", "--cloud nosuch instance list", "no cloud named 'nosuch'",
+         CLOUDCTL_CLOUDS="{d}/clouds.yaml"),
+    case("cloud-add-bad-name", "cloud add a/b --inventory {d}", "cloud name 'a/b'",
+         CLOUDCTL_CLOUDS="{d}/clouds.yaml"),
+    case("cloud-remove-unknown", "cloud remove nosuch", "no cloud named 'nosuch'",
+         CLOUDCTL_CLOUDS="{d}/clouds.yaml"),
+    case("reconcile-delete-orphans-alone", "reconcile --delete-orphans",
+         "--delete-orphans works with --fix"),
+    case("reconcile-delete-orphans-unasked", "reconcile --fix --delete-orphans",
+         "give --yes when no one can answer"),
     case("event-malformed", "event show 12-34", "bad event id '12-34'"),
     case("event-limit-0", "event list --limit 0", "0 is not in the range"),
     # --- service ------------------------------------------------------------------------
@@ -364,6 +382,7 @@ def _write_files(d: Path) -> None:
         "no-subnet": lambda c: c["clusters"]["zone-a"].pop("subnet"),
         "bad-pool": lambda c: c["clusters"]["zone-b"].update(public_ips="198.51.100.300/28"),
         "bad-type": lambda c: c["instance_types"][0].update(memory_mb="lots"),
+        "other-cloud": lambda c: c.update(cloud_id="cloud-ffffffffffffffff"),
     }
     for name, edit in broken.items():
         data = yaml.safe_load(yaml.safe_dump(CLOUD))
@@ -410,7 +429,9 @@ def world(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("bad-input")
     _write_files(root / "files")
     public = (root / "files" / "ok.pub").read_text().strip()
-    _seed(StateStore(root / "state.json"), public)
+    store = StateStore(root / "state.json")
+    store.initialize(CLOUD_ID, "badinput")
+    _seed(store, public)
     return root
 
 
@@ -442,7 +463,8 @@ def test_bad_input_is_refused_with_one_line_and_no_change(c: Case, world: Path, 
     args = [a.format(d=files) for a in c.args]
 
     proc = subprocess.run([str(BIN / "cloudctl"), *args], capture_output=True, text=True,
-                          env=env, cwd=tmp_path, timeout=120, check=False)  # fmt: skip
+                          env=env, cwd=tmp_path, timeout=120, check=False,
+                          stdin=subprocess.DEVNULL)  # fmt: skip
 
     report = f"cloudctl {' '.join(args)}\nrc={proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     assert "Traceback" not in proc.stdout + proc.stderr, report
