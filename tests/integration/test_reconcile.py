@@ -202,7 +202,7 @@ def test_fix_repairs_everything_and_converges(ops_cloud):
     volume = c.json("volume", "show", vid)[0]
     disks = in_host(c.host, "virsh", "-c", "qemu:///system", "domblklist", iid).stdout
     if volume["state"] == "in-use":  # the attach got through before the kill
-        assert volume["attachment"]["instance"] == iid and vid in disks, (volume, disks)
+        assert volume["instance"] == iid and vid in disks, (volume, disks)
     else:
         assert volume["state"] == "available" and vid not in disks, (volume, disks)
 
