@@ -222,7 +222,7 @@ class Instances(CloudService):
                 for r in failed:
                     problem = _host_failure(cleanup, r["cc"], r["node"])
                     if not problem:
-                        _release(tx, r)
+                        release_allocations(tx, r)
                         continue
                     tx.table(TABLE).update(
                         r["id"],
@@ -493,7 +493,7 @@ def _save_last_node(tx, zone: str, node: str) -> None:
         sched.update(zone, last_node=node)
 
 
-def _release(tx, record: Mapping[str, Any]) -> None:
+def release_allocations(tx, record: Mapping[str, Any]) -> None:
     # By owner: a value released earlier may belong to another instance by now.
     tx.release_owner(ip_pool(record["zone"]), record["id"])
     tx.release_owner(MAC_POOL, record["id"])
@@ -510,12 +510,16 @@ def _host_failure(result: PlayResult, *hosts: str) -> str:
     return ""
 
 
-def end_instance(tx, record: Mapping[str, Any], state: InstanceState, **fields: Any) -> None:
+def end_instance(
+    tx, record: Mapping[str, Any], state: InstanceState, release: bool = True, **fields: Any
+) -> None:
     """Record an instance gone from its hosts (terminated, or lost: failed) in `state`: its IP
-    and MAC released, its volumes available again, its elastic IP disassociated."""
+    and MAC released (unless `release` is false: its remains are still to be removed), its
+    volumes available again, its elastic IP disassociated."""
     iid = record["id"]
     tx.table(TABLE).update(iid, state=state.value, **fields)
-    _release(tx, record)
+    if release:
+        release_allocations(tx, record)
     for v in tx.table("volumes").all():
         if (v.get("attachment") or {}).get("instance") == iid:
             tx.table("volumes").update(v["id"], state="available", attachment=None)

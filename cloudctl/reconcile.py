@@ -25,7 +25,7 @@ from cloudctl.addresses import address_view
 from cloudctl.ids import AttachmentState, InstanceState, VolumeState
 from cloudctl.images import TABLE as IMAGES
 from cloudctl.instances import TABLE as INSTANCES
-from cloudctl.instances import end_instance
+from cloudctl.instances import end_instance, release_allocations
 from cloudctl.runner import ProgressCallback, run_playbook
 from cloudctl.services import CloudService
 from cloudctl.state import utc_now
@@ -152,7 +152,19 @@ class Reconciler(CloudService):
                 if d.host in failed:  # found again, and retried, by the next reconcile
                     d.fixed = False
                     d.detail += f" (fix failed: {failed[d.host]})"
+            self._release_cleaned(plan, set(failed))
         return drifts
+
+    def _release_cleaned(self, plan: _Plan, failed: set[str]) -> None:
+        """The IP and MAC of ended instances whose remains the fix removed from their node and
+        CC: only now may a new instance get them (its reservation is gone)."""
+        cleaned = {i["name"] for i in plan.orphan_instances if i["node"] not in failed}
+        cleaned -= {r["name"] for r in plan.orphan_reservations if r["cc"] in failed}
+        with self.store.transaction() as tx:
+            for iid in sorted(cleaned):
+                record = tx.table(INSTANCES).get(iid)
+                if record and record["state"] not in LIVE_INSTANCE:
+                    release_allocations(tx, record)
 
     def _leftover_plays(self, fix: bool) -> list[Drift]:
         """Interrupted operations whose play still has processes. cloudctl/playguard.py ends
@@ -517,6 +529,7 @@ def _end_instance(
 ) -> None:
     """Finish a lost or half-terminated instance: the state first, then the hosts (plan)."""
     iid = record["id"]
-    end_instance(tx, record, state, reason=reason)
+    # Its IP and MAC go back once the fix removed its reservation (Reconciler.run).
+    end_instance(tx, record, state, release=False, reason=reason)
     plan.orphan_instances.append({"name": iid, "node": record["node"]})
     plan.orphan_reservations.append({"name": iid, "cc": record["cc"], "zone": record["zone"]})
