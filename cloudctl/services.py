@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
+
 from cloudctl.cloudconfig import CloudConfig, config_path, get_config, load_config
 from cloudctl.config import Settings
-from cloudctl.state import StateStore
+from cloudctl.state import StateStore, Transaction
 
 
 class CloudService:
@@ -30,10 +32,10 @@ class CloudService:
         return self._config
 
 
-def open_state(settings: Settings) -> StateStore:
-    """The cloud's state store, refused when it is missing, records no cloud, or is of another
-    cloud than the local copy of the configuration (CloudService checks again after a fetch)."""
-    store = StateStore(settings.state_path)
+def checked_state(settings: Settings) -> AbstractContextManager[Transaction]:
+    """A read-only view of the cloud's state, refused when the state is missing, records no
+    cloud, or is of another cloud than the local copy of the configuration (CloudService
+    checks again after a fetch)."""
     path = config_path(settings)
-    store.check(load_config(path).cloud_id if path else "")
-    return store
+    cloud_id = load_config(path).cloud_id if path else ""
+    return StateStore(settings.state_path).checked_snapshot(cloud_id)

@@ -189,6 +189,20 @@ class Transaction:
         docs = self._db.table(IDENTITY, cache_size=0).all()
         return str(docs[0]["cloud_id"]) if docs else ""
 
+    def check_identity(self, path: Path, cloud_id: str) -> None:
+        """Refuse a state (at `path`) that records no cloud, or another one than `cloud_id`
+        ("" accepts any recorded cloud: a configuration from before cloud ids)."""
+        recorded = self.identity()
+        if not recorded:
+            raise ForeignState(
+                f"the state {path} records no cloud id: `cloudctl state init` adopts it "
+                "for this cloud"
+            )
+        if cloud_id and recorded != cloud_id:
+            raise ForeignState(
+                f"the state {path} is of cloud {recorded}, not of this cloud {cloud_id}"
+            )
+
     def tables(self) -> set[str]:
         return {name for name in self._db.tables() if not name.startswith("_")}
 
@@ -279,22 +293,20 @@ class StateStore:
     def check(self, cloud_id: str = "") -> None:
         """Refuse a missing state, a state that records no cloud, and (when `cloud_id` is
         given) the state of another cloud: never treat them as an empty cloud."""
+        with self.checked_snapshot(cloud_id):
+            pass
+
+    @contextlib.contextmanager
+    def checked_snapshot(self, cloud_id: str = "") -> Iterator[Transaction]:
+        """A read-only view (snapshot) of a state that passed `check`, read once."""
         if not self.path.is_file():
             raise StateMissing(
                 f"no state at {self.path}: `cloudctl deploy` creates it; `cloudctl state init` "
                 "starts an empty one for a deployed cloud whose state is lost"
             )
         with self.snapshot() as snap:
-            recorded = snap.identity()
-        if not recorded:
-            raise ForeignState(
-                f"the state {self.path} records no cloud id: `cloudctl state init` adopts it "
-                "for this cloud"
-            )
-        if cloud_id and recorded != cloud_id:
-            raise ForeignState(
-                f"the state {self.path} is of cloud {recorded}, not of this cloud {cloud_id}"
-            )
+            snap.check_identity(self.path, cloud_id)
+            yield snap
 
     def initialize(self, cloud_id: str, cloud_name: str) -> bool:
         """Record the cloud this state describes, creating the state file when there is none;
@@ -302,16 +314,12 @@ class StateStore:
         if not cloud_id:
             raise StateError("the cloud has no id (deploy it first)")
         with self.transaction() as tx:
-            recorded = tx.identity()
-            if recorded == cloud_id:
-                return False
-            if recorded:
-                raise ForeignState(
-                    f"the state {self.path} is of cloud {recorded}, not of this cloud {cloud_id}"
-                )
-            table = tx._db.table(IDENTITY, cache_size=0)
-            table.insert({"cloud_id": cloud_id, "name": cloud_name, "created": utc_now()})
-        return True
+            if not tx.identity():
+                table = tx._db.table(IDENTITY, cache_size=0)
+                table.insert({"cloud_id": cloud_id, "name": cloud_name, "created": utc_now()})
+                return True
+            tx.check_identity(self.path, cloud_id)
+        return False
 
     # Shortcuts for a single read.
     def get(self, table: str, record_id: str) -> dict[str, Any] | None:

@@ -15,7 +15,7 @@ from cloudctl import journal
 from cloudctl.cli.output import FORMATS
 from cloudctl.config import Settings, resolve_settings
 from cloudctl.runner import PlayEvent, PlayResult, ProgressCallback
-from cloudctl.services import open_state
+from cloudctl.services import checked_state
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -38,11 +38,11 @@ class CliContext:
         """Resolved on first use, so that --help works without a project or inventory.
 
         Every command that gets here works on a state that exists and is of its cloud
-        (services.open_state), and first hears of operations that were interrupted.
+        (services.checked_state), and first hears of operations that were interrupted.
         """
         if self._settings is None:
             settings = self.resolve()
-            with open_state(settings).snapshot() as snap:
+            with checked_state(settings) as snap:
                 interrupted = journal.unfinished(snap)
             for entry in interrupted:
                 click.echo(f"Warning: {journal.describe(entry)}: run cloudctl reconcile", err=True)
