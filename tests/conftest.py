@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import time
 from pathlib import Path
 
 import pytest
@@ -23,3 +24,14 @@ labhost = _load_labhost()
 @pytest.fixture(scope="session")
 def project() -> Path:
     return PROJECT
+
+
+def poll(check, what: str, deadline_s: float = 300, interval_s: float = 0.5):
+    """The first true value of check(), polled until a deadline; the test fails after it."""
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval_s)  # poll interval, not a wait for an outcome
+    pytest.fail(f"{what} not within {deadline_s}s")

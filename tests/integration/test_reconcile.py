@@ -22,23 +22,13 @@ import pytest
 
 from cloudctl import journal, playguard
 from cloudctl.state import StateStore
-from tests.conftest import labhost
+from tests.conftest import labhost, poll
 from tests.integration.cloud_client import BIN, in_host
 
 pytestmark = pytest.mark.integration
 CACHE_DIR = "/var/lib/cloud/nc/cache"
 STRAY_SHA = "ab" * 32
 PLAY_ENDS_WITHIN = 15  # seconds after cloudctl's death by which its play must be gone
-
-
-def poll(check, what: str, deadline_s: float = 300):
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.5)  # poll interval, not a wait for an outcome
-    pytest.fail(f"{what} not within {deadline_s}s")
 
 
 def kill_during(cloud, *args: str, task: str = "") -> dict:

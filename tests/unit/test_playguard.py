@@ -7,6 +7,7 @@ the play (ansible-playbook, its workers, the modules they run) must end within s
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -21,20 +22,13 @@ from cloudctl import journal, playguard
 from cloudctl.config import Settings
 from cloudctl.reconcile import Reconciler
 from cloudctl.state import StateStore
+from tests import conftest
 from tests.unit.conftest import PROJECT
+
+poll = functools.partial(conftest.poll, interval_s=0.1)  # processes end fast
 
 OWNER = {"account": "admin", "user": "admin"}
 ENDED_WITHIN = 15  # seconds after cloudctl's death by which no process of its play is left
-
-
-def poll(check, what: str, deadline_s: float):
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)  # poll interval, not a wait for an outcome
-    pytest.fail(f"{what} not within {deadline_s}s")
 
 
 def cmdline(pid: int) -> str:
