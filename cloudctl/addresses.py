@@ -20,7 +20,7 @@ from cloudctl.services import CloudService
 from cloudctl.state import PoolExhausted
 
 TABLE = "addresses"
-PLAYBOOK = "playbooks/runtime/address_apply.yml"
+PLAYBOOK = "cloudctl.cloud.runtime.address_apply"
 ASSOCIABLE_STATES = frozenset({"pending", "running", "stopping", "stopped"})
 
 
@@ -29,7 +29,7 @@ def pool(zone: str) -> str:
 
 
 def address_view(address: Mapping[str, Any], associated: bool = False) -> dict[str, Any]:
-    """What playbooks/runtime/address_apply.yml (and instance_terminate.yml) need."""
+    """What cloudctl.cloud.runtime.address_apply (and instance_terminate) need."""
     return {
         "public_ip": address["public_ip"],
         "private_ip": address.get("private_ip") or "",

@@ -2,7 +2,7 @@
 
 The clc role renders it as /etc/cloud/cloud.yml on the CLC. cloudctl reads, in order:
 $CLOUDCTL_CONFIG, /etc/cloud/cloud.yml (cloudctl runs on the CLC), <home>/cloud.yml (a copy
-fetched from the CLC by `playbooks/runtime/fetch_config.yml`; `cloudctl deploy` refreshes it).
+fetched from the CLC by `cloudctl.cloud.runtime.fetch_config`; `cloudctl deploy` refreshes it).
 The file holds the Walrus secret key: copies are written 0600.
 """
 
@@ -217,7 +217,7 @@ def fetch_config(settings: Settings) -> Path:
     try:
         result = runner.run_playbook(
             settings,
-            "playbooks/runtime/fetch_config.yml",
+            "cloudctl.cloud.runtime.fetch_config",
             extravars={"cloudctl_config_dest": str(dest)},
             operation="fetch-config",
             journal=False,

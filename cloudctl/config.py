@@ -26,11 +26,14 @@ ENV_STATE = "CLOUDCTL_STATE"
 CLC_CONFIG = Path("/etc/cloud/cloud.yml")
 CLC_INVENTORY = Path("/etc/cloud/clc/inventory")
 STATE_FILE = "state.json"
+# The Ansible side of the product: one collection, inside the project's collections path.
+COLLECTION = "cloudctl.cloud"
+COLLECTION_DIR = Path("collections/ansible_collections/cloudctl/cloud")
 
 
 @dataclass(frozen=True)
 class Settings:
-    project_dir: Path  # repository root: ansible.cfg, playbooks/, roles/, modules/
+    project_dir: Path  # repository root: ansible.cfg, cloudctl/, the collection in collections/
     inventory: Path
     home: Path  # run artifacts live under <home>/runs
     # The state store (cloudctl.state); default <home>/state.json, on a CLC the state
@@ -45,6 +48,10 @@ class Settings:
     @property
     def ansible_cfg(self) -> Path:
         return self.project_dir / "ansible.cfg"
+
+    @property
+    def collection_dir(self) -> Path:
+        return self.project_dir / COLLECTION_DIR
 
     @property
     def runs_dir(self) -> Path:
@@ -282,9 +289,9 @@ def _project_dir(env: Mapping[str, str]) -> Path:
         # Editable install or source checkout: the package sits at the root of the project.
         project = Path(__file__).resolve().parent.parent
         origin = "the cloudctl package location"
-    if not (project / "ansible.cfg").is_file() or not (project / "playbooks").is_dir():
+    if not (project / "ansible.cfg").is_file() or not (project / COLLECTION_DIR).is_dir():
         raise ConfigError(
-            f"no cloudctl project (ansible.cfg and playbooks/) at {project} "
+            f"no cloudctl project (ansible.cfg and {COLLECTION_DIR}/) at {project} "
             f"(from {origin}); set {ENV_PROJECT} to the project directory"
         )
     return project

@@ -1,4 +1,4 @@
-"""Deploy the cloud: run playbooks/site.yml and summarize it per host."""
+"""Deploy the cloud: run cloudctl.cloud.site and summarize it per host."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from cloudctl.errors import InputError
 from cloudctl.runner import PlayResult, ProgressCallback, previous_task_count, run_playbook
 from cloudctl.state import StateStore
 
-SITE_PLAYBOOK = "playbooks/site.yml"
+SITE_PLAYBOOK = "cloudctl.cloud.site"
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ TABLE = "groups"
 DEFAULT = "default"
 PROTOCOLS = ("tcp", "udp", "icmp", "all")
 LIVE_STATES = frozenset({"pending", "running", "stopping", "stopped"})
-FIREWALL_PLAYBOOK = "playbooks/runtime/firewall_apply.yml"
+FIREWALL_PLAYBOOK = "cloudctl.cloud.runtime.firewall_apply"
 GENERATIONS = "generations"  # one record, "firewall": the last firewall generation handed out
 _NAME = re.compile(r"^[A-Za-z0-9 ._\-:/()#,@\[\]+=&;{}!$*]{1,255}$")
 
@@ -132,7 +132,7 @@ def all_effective_rules(tx) -> dict[str, list[dict[str, Any]]]:
 
 
 def firewall_view(instance: Mapping[str, Any], rules: list[dict[str, Any]]) -> dict[str, Any]:
-    """What playbooks/runtime/*.yml pass to instance_firewall for one instance."""
+    """What the runtime playbooks pass to instance_firewall for one instance."""
     return {
         "name": instance["id"],
         "node": instance["node"],

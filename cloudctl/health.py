@@ -8,7 +8,7 @@ from cloudctl.config import Settings, check_inventory
 from cloudctl.errors import HostKeyError, HostUnreachable
 from cloudctl.runner import PlayResult, ProgressCallback, failure_message, run_playbook
 
-STATUS_PLAYBOOK = "playbooks/runtime/service_status.yml"
+STATUS_PLAYBOOK = "cloudctl.cloud.runtime.service_status"
 COMPONENTS_TASK = "Components of this host"  # task names in STATUS_PLAYBOOK
 HEALTH_TASK = "Check component health"
 COMPONENTS = ("clc", "walrus", "cc", "sc", "nc")

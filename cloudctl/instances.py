@@ -6,7 +6,7 @@ type, vcpus, memory_mb, zone, node, cc, private_ip, mac, keypair, state, reason,
 
 Pools: "mac" (cloud-wide) and "ip:<zone>" (the zone's subnet minus the CC's gateway).
 A launch records every instance `pending` and allocates its IP and MAC in ONE transaction,
-then runs playbooks/runtime/instance_run.yml once for all of them. Instances whose host or
+then runs cloudctl.cloud.runtime.instance_run once for all of them. Instances whose host or
 task failed are cleaned up on the hosts (instance_terminate.yml) and end `failed` with the
 reason; they give their IP and MAC back only once that clean-up succeeded (if it failed, the
 reason says so and `cloudctl reconcile --fix` finishes them later).
@@ -43,10 +43,10 @@ MAC_PREFIX = "d0:0d"  # as Eucalyptus
 MAX_COUNT = 64
 MAX_USER_DATA = 16 * 1024  # EC2's limit
 URL_EXPIRY = 3600
-RUN_PLAYBOOK = "playbooks/runtime/instance_run.yml"
-TERMINATE_PLAYBOOK = "playbooks/runtime/instance_terminate.yml"
-POWER_PLAYBOOK = "playbooks/runtime/instance_power.yml"
-CONSOLE_PLAYBOOK = "playbooks/runtime/instance_console.yml"
+RUN_PLAYBOOK = "cloudctl.cloud.runtime.instance_run"
+TERMINATE_PLAYBOOK = "cloudctl.cloud.runtime.instance_terminate"
+POWER_PLAYBOOK = "cloudctl.cloud.runtime.instance_power"
+CONSOLE_PLAYBOOK = "cloudctl.cloud.runtime.instance_console"
 # Task names the service reads results of (contract with the runtime playbooks).
 TASK_START = "Start the instances"
 TASK_CACHE = "Cache the images"

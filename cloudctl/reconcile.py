@@ -1,7 +1,7 @@
 """cloudctl reconcile: compare the state with what the hosts hold, report every drift, and
 with fix=True repair it.
 
-One read-only play (playbooks/runtime/reconcile_scan.yml, module cloud_resources) lists
+One read-only play (cloudctl.cloud.runtime.reconcile_scan, module cloud_resources) lists
 what each host runs: libvirt domains, instance directories, firewall chains, cache files,
 tgt targets and backing stores, DHCP reservations, elastic IP rules. Records that an
 operation still in progress touches (a live journal entry, or changed after the scan began)
@@ -32,8 +32,8 @@ from cloudctl.state import utc_now
 from cloudctl.volumes import TABLE as VOLUMES
 from cloudctl.volumes import sc_view
 
-SCAN_PLAYBOOK = "playbooks/runtime/reconcile_scan.yml"
-FIX_PLAYBOOK = "playbooks/runtime/reconcile_fix.yml"
+SCAN_PLAYBOOK = "cloudctl.cloud.runtime.reconcile_scan"
+FIX_PLAYBOOK = "cloudctl.cloud.runtime.reconcile_fix"
 TASK_SCAN = "Find what the cloud made on the host"  # contract with reconcile_scan.yml
 
 _I, _V, _A = InstanceState, VolumeState, AttachmentState

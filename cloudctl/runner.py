@@ -26,7 +26,7 @@ import yaml
 
 from cloudctl import hostkeys, playguard
 from cloudctl import journal as operation_journal
-from cloudctl.config import Settings
+from cloudctl.config import COLLECTION, Settings
 from cloudctl.errors import (
     ConfigError,
     HostFailed,
@@ -449,10 +449,26 @@ def _forget_extravars(
     return on_event
 
 
-def _cmdline(playbook: Path, check: bool, vars_file: Path | None) -> str:
+def _playbook_target(settings: Settings, playbook: str | os.PathLike[str]) -> str:
+    """What ansible-playbook is given: a collection playbook's name (ansible-playbook finds
+    it in the project's collections path), or a playbook file's absolute path."""
+    text = os.fspath(playbook)
+    if text.startswith(f"{COLLECTION}."):
+        parts = text[len(COLLECTION) + 1 :].split(".")
+        path = settings.collection_dir.joinpath("playbooks", *parts).with_suffix(".yml")
+        target = text
+    else:
+        path = Path(text) if Path(text).is_absolute() else settings.project_dir / text
+        target = str(path)
+    if not path.is_file():
+        raise ConfigError(f"playbook {text} does not exist ({path})")
+    return target
+
+
+def _cmdline(playbook: str, check: bool, vars_file: Path | None) -> str:
     """What follows the interpreter: the guard, then ansible-playbook and its arguments
     (ansible-runner appends --inventory, --limit and --tags)."""
-    args = ["-I", playguard.__file__, "ansible-playbook", str(playbook)]
+    args = ["-I", playguard.__file__, "ansible-playbook", playbook]
     if check:
         args += ["--check", "--diff"]
     if vars_file is not None:
@@ -503,17 +519,14 @@ def run_playbook(
     Unless `check` or `journal=False` (plays that only read), the operation goes into the
     journal (cloudctl.journal) before the play starts and its outcome after it ends.
 
-    `playbook` is relative to the project directory (e.g. "playbooks/site.yml") or
-    absolute. Failed tasks do not raise: call PlayResult.raise_for_failures() or read
+    `playbook` is a playbook of the collection by name (e.g. "cloudctl.cloud.site",
+    "cloudctl.cloud.runtime.instance_run"), or a playbook file (absolute, or relative to
+    the project directory). Failed tasks do not raise: call PlayResult.raise_for_failures() or read
     PlayResult.failures. Extra vars reach ansible-playbook through a private temporary file
     that is removed once ansible-playbook has read it (at the latest when the play ends);
     the run directory keeps extravars.json, a copy with the secrets redacted.
     """
-    path = Path(playbook)
-    if not path.is_absolute():
-        path = settings.project_dir / path
-    if not path.is_file():
-        raise ConfigError(f"playbook {path} does not exist")
+    target = _playbook_target(settings, playbook)
 
     run_dir = new_run_dir(settings, operation)
     ident = run_dir.name.rsplit("-", 1)[1]
@@ -538,7 +551,7 @@ def run_playbook(
             envvars=_envvars(settings, ident),
             limit=limit or None,
             tags=tags or None,
-            cmdline=_cmdline(path, check, vars_file),
+            cmdline=_cmdline(target, check, vars_file),
             event_handler=handler,
             quiet=True,
             timeout=timeout,
@@ -557,7 +570,7 @@ def run_playbook(
         error=collector.error,
     )
     result.failures = hostkeys.explain(settings, result.failures)
-    _write_summary(result, operation, path, limit, check, started)
+    _write_summary(result, operation, target, limit, check, started)
     if journaled:
         operation_journal.finish(settings, ident, result.ok, result.status)
     return result
@@ -580,14 +593,14 @@ def _unmatched(
 def _write_summary(
     result: PlayResult,
     operation: str,
-    playbook: Path,
+    playbook: str,
     limit: str | None,
     check: bool,
     started: datetime,
 ) -> None:
     summary = {
         "operation": operation,
-        "playbook": str(playbook),
+        "playbook": playbook,
         "limit": limit,
         "check": check,
         "started": started.isoformat(),

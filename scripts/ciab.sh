@@ -20,7 +20,7 @@ export CLOUDCTL_CLOUD=ciab
 
 if [ "${1:-}" = "--destroy" ]; then
   if [ -d "$INVENTORY" ]; then
-    ANSIBLE_CONFIG="$PROJECT/ansible.cfg" ansible-playbook -i "$INVENTORY" playbooks/reset.yml || true
+    ANSIBLE_CONFIG="$PROJECT/ansible.cfg" ansible-playbook -i "$INVENTORY" cloudctl.cloud.reset || true
   fi
   python3 molecule/labhost.py destroy "$HOST"
   rm -rf "$PROJECT/.lab/ciab"

@@ -31,7 +31,7 @@ def deploy(
     extra_vars: tuple[str, ...],
     output: str | None,
 ) -> None:
-    """Deploy or update the cloud on every host of the inventory (playbooks/site.yml)."""
+    """Deploy or update the cloud on every host of the inventory (cloudctl.cloud.site)."""
     extravars = deploy_service.parse_extravars(extra_vars)
     settings = obj.resolve()  # the deploy makes the state of a new cloud
     expected = deploy_service.expected_tasks(settings, check)

@@ -127,7 +127,7 @@ def test_reset_leaves_nothing_behind(lab):
     env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
     result = subprocess.run(
         [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory),
-         str(PROJECT / "playbooks" / "reset.yml")],
+         "cloudctl.cloud.reset"],
         capture_output=True, text=True, env=env, cwd=PROJECT, timeout=900)
     assert result.returncode == 0, result.stdout[-5000:]
     links = json.loads(in_host("ip", "-j", "link", "show", "type", "bridge").stdout or "[]")

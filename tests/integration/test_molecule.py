@@ -21,7 +21,7 @@ def test_role_scenario(role: str) -> None:
     env["ANSIBLE_FORCE_COLOR"] = "0"
     env["NO_COLOR"] = "1"
     proc = subprocess.run(
-        ["molecule", "test"], cwd=PROJECT / "roles" / role, env=env,
+        ["molecule", "test"], cwd=PROJECT / "collections/ansible_collections/cloudctl/cloud/roles" / role, env=env,
         capture_output=True, text=True, timeout=1800)
     if proc.returncode != 0:
         print(proc.stdout[-20000:])

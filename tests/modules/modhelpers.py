@@ -22,6 +22,8 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
+COLLECTIONS = ROOT / "collections"  # the collections path that holds cloudctl.cloud
+PLUGINS = COLLECTIONS / "ansible_collections" / "cloudctl" / "cloud" / "plugins"
 ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 if not ANSIBLE_PLAYBOOK.exists():  # pragma: no cover - fallback outside a venv
     ANSIBLE_PLAYBOOK = Path(shutil.which("ansible-playbook") or "ansible-playbook")
@@ -40,14 +42,15 @@ def run_module(
     timeout: float = 120,
     inventory: Path | None = None,
 ) -> dict:
-    """Run ``module`` with ``args`` on localhost; return its registered result."""
+    """Run ``module`` (a module of cloudctl.cloud, by its short name) with ``args`` on
+    localhost; return its registered result."""
     out = tmp_path / f"result-{secrets.token_hex(4)}.jsonl"
     play = [
         {
             "name": f"run {module}",
             "hosts": "localhost",
             "gather_facts": False,
-            "tasks": [{"name": module, module: args, "check_mode": check, "diff": diff}],
+            "tasks": [{"name": module, f"cloudctl.cloud.{module}": args, "check_mode": check, "diff": diff}],
         }
     ]
     playbook = tmp_path / f"play-{secrets.token_hex(4)}.yml"
@@ -87,25 +90,20 @@ def run_module(
 
 
 def load_module_utils(name: str | None = None):
-    """Add the project's module_utils folder to ``ansible.module_utils``; with ``name``,
-    import and return ``ansible.module_utils.<name>``."""
-    import ansible.module_utils
-
-    utils = str(ROOT / "module_utils")
-    if utils not in ansible.module_utils.__path__:
-        ansible.module_utils.__path__.append(utils)
-    return importlib.import_module(f"ansible.module_utils.{name}") if name else None
+    """Make the collection importable (``ansible_collections.cloudctl.cloud...``); with
+    ``name``, import and return that module_utils module."""
+    if str(COLLECTIONS) not in sys.path:
+        sys.path.insert(0, str(COLLECTIONS))
+    package = "ansible_collections.cloudctl.cloud.plugins.module_utils"
+    return importlib.import_module(f"{package}.{name}") if name else None
 
 
 def load_module_source(name: str):
-    """Import modules/<name>.py as a Python module (for unit tests of its pure functions).
-
-    The project's module_utils folder is added to ``ansible.module_utils`` so that
-    ``from ansible.module_utils.cloud_net import ...`` resolves as it does under Ansible.
-    """
+    """Import the collection's module <name> as a Python module (for unit tests of its
+    pure functions); its module_utils imports resolve as they do under Ansible."""
     load_module_utils()
     spec = importlib.util.spec_from_file_location(
-        f"project_module_{name}", ROOT / "modules" / f"{name}.py"
+        f"project_module_{name}", PLUGINS / "modules" / f"{name}.py"
     )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

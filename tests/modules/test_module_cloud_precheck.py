@@ -10,7 +10,7 @@ import os
 import subprocess
 
 import pytest
-from modhelpers import ANSIBLE_PLAYBOOK, HERE, ROOT, load_module_source, run_module
+from modhelpers import ANSIBLE_PLAYBOOK, HERE, PLUGINS, ROOT, load_module_source, run_module
 
 precheck = load_module_source("cloud_precheck")
 
@@ -428,7 +428,7 @@ def test_module_failure_through_ansible(tmp_path):
 
 def documented_play() -> str:
     """The play in the module's EXAMPLES, as site.yml is told to use it."""
-    src = (ROOT / "modules" / "cloud_precheck.py").read_text()
+    src = (PLUGINS / "modules" / "cloud_precheck.py").read_text()
     for node in ast.parse(src).body:
         if isinstance(node, ast.Assign) and node.targets[0].id == "EXAMPLES":
             return node.value.value

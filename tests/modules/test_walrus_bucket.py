@@ -1,4 +1,4 @@
-"""modules/walrus_bucket.py run as Ansible runs it (a subprocess reading its arguments).
+"""The walrus_bucket module run as Ansible runs it (a subprocess reading its arguments).
 
 Without a daemon: name validation and what happens while the endpoint does not answer.
 With a real SeaweedFS (`weed server -s3` started here on 127.0.0.1, free ports, telemetry
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 PROJECT = Path(__file__).resolve().parents[2]
-MODULE = PROJECT / "modules" / "walrus_bucket.py"
+MODULE = PROJECT / "collections/ansible_collections/cloudctl/cloud/plugins/modules/walrus_bucket.py"
 ACCESS_KEY = "AKMODULETEST00000001"
 SECRET_KEY = "module-test-secret-module-test-secret-00"
 

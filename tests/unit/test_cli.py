@@ -68,7 +68,7 @@ def test_deploy_passes_options_and_prints_a_summary(env, calls):
     )
     assert result.exit_code == 0, result.output
     [call] = calls
-    assert call["playbook"] == "playbooks/site.yml"
+    assert call["playbook"] == "cloudctl.cloud.site"
     assert call["check"] is True and call["operation"] == "deploy-check"
     assert (call["limit"], call["tags"]) == ("nc", "net")
     assert call["extravars"] == {"a": "1", "b": "2"}

@@ -83,7 +83,7 @@ def test_project_from_environment_must_be_a_project(tmp_path):
     with pytest.raises(ConfigError, match="CLOUDCTL_PROJECT"):
         resolve_settings(env={"CLOUDCTL_PROJECT": str(tmp_path)})
     (tmp_path / "ansible.cfg").write_text("[defaults]\n")
-    (tmp_path / "playbooks").mkdir()
+    (tmp_path / "collections/ansible_collections/cloudctl/cloud").mkdir(parents=True)
     (tmp_path / "inv").mkdir()
     settings = resolve_settings(
         env={"CLOUDCTL_PROJECT": str(tmp_path), "CLOUDCTL_INVENTORY": str(tmp_path / "inv")}

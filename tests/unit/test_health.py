@@ -1,4 +1,4 @@
-"""Service status rows from synthetic results of playbooks/runtime/service_status.yml."""
+"""Service status rows from synthetic results of cloudctl.cloud.runtime.service_status."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from pathlib import Path
 
 import yaml
 
+from cloudctl.config import COLLECTION_DIR
 from cloudctl.health import (
     COMPONENTS_TASK,
     HEALTH_TASK,
-    STATUS_PLAYBOOK,
     ComponentStatus,
     all_healthy,
     statuses_from_result,
@@ -29,7 +29,8 @@ def item(component: str, healthy: bool, detail: str) -> dict:
 
 
 def test_task_names_match_the_playbook():
-    plays = yaml.safe_load((PROJECT / STATUS_PLAYBOOK).read_text())
+    path = PROJECT / COLLECTION_DIR / "playbooks/runtime/service_status.yml"
+    plays = yaml.safe_load(path.read_text())
     names = [task["name"] for task in plays[0]["tasks"]]
     assert COMPONENTS_TASK in names and HEALTH_TASK in names
 

@@ -88,7 +88,7 @@ def test_check_mode_changes_nothing(settings, tmp_path):
 
 def test_missing_playbook(settings):
     with pytest.raises(ConfigError, match="does not exist"):
-        run_playbook(settings, "playbooks/nope.yml")
+        run_playbook(settings, "cloudctl.cloud.runtime.nope")
 
 
 def test_a_limited_host_that_no_play_targets_fails(settings, tmp_path):
