@@ -106,4 +106,4 @@ def test_a_play_of_the_installed_collection_runs(installed):
 
     bad = precheck(installed, {"zone-a": {**ZONE, "subnet": "172.31.0.1/24"}})
     assert bad.returncode != 0
-    assert "has host bits set: '172.31.0.1/24'" in bad.stdout
+    assert "subnet '172.31.0.1/24' has host bits set" in bad.stdout + bad.stderr
