@@ -65,11 +65,26 @@ class SshHost:
     name: str  # inventory host name
     address: str  # what ssh connects to (ansible_host)
     port: int
+    user: str = ""  # ansible_user ("": ssh's default)
+    key_file: str = ""  # ansible_ssh_private_key_file ("": ssh's default)
 
     @property
     def known_as(self) -> str:
         """The name ssh looks the host up by in known_hosts."""
         return self.address if self.port == 22 else f"[{self.address}]:{self.port}"
+
+    def ssh_command(self, known_hosts: Path, *options: str) -> list[str]:
+        """ssh to this host as the cloud's plays reach it, its key checked against known_hosts,
+        with more options (e.g. "-W", "%h:%p" for a jump)."""
+        for what, value in (("ansible_user", self.user), ("key file", self.key_file)):
+            if "{" in value or value.startswith("-"):
+                raise ConfigError(f"host {self.name}: {what} {value!r} is not a literal value")
+        command = ["ssh", "-o", "StrictHostKeyChecking=yes"]
+        command += ["-o", f"UserKnownHostsFile={known_hosts}"]
+        command += ["-i", self.key_file] if self.key_file else []
+        command += ["-l", self.user] if self.user else []
+        command += ["-p", str(self.port)] if self.port != 22 else []
+        return [*command, *options, self.address]
 
 
 @dataclass(frozen=True)
@@ -225,8 +240,14 @@ def _ssh_host(name: str, hostvars: Mapping[str, Any], path: Path) -> SshHost | N
     port = hostvars.get("ansible_port") or hostvars.get("ansible_ssh_port") or 22
     if "{" in address or address.startswith("-") or not address.strip():
         raise ConfigError(f"host {name}: ansible_host {address!r} is not a literal address")
+    user = str(hostvars.get("ansible_user") or hostvars.get("ansible_ssh_user") or "")
+    key_file = str(
+        hostvars.get("ansible_ssh_private_key_file")
+        or hostvars.get("ansible_private_key_file")
+        or ""
+    )
     try:
-        return SshHost(name, address, int(port))
+        return SshHost(name, address, int(port), user, key_file)
     except (TypeError, ValueError):
         raise ConfigError(f"host {name}: ansible_port {port!r} is not a number") from None
 
