@@ -79,13 +79,15 @@ class Cloud:
         ids["emi"] = emi
         return ids
 
-    def inventory_run(self, config: dict, env: dict | None = None) -> subprocess.CompletedProcess:
+    def inventory_run(
+        self, config: dict, env: dict | None = None, *args: str
+    ) -> subprocess.CompletedProcess:
         """ansible-inventory --list on an instances.yml holding `config` (+ the plugin)."""
         source = self.dir / "test.instances.yml"
         source.write_text(yaml.safe_dump({"plugin": "cloudctl.cloud.instances", **config}))
         clean = {k: v for k, v in os.environ.items() if not k.startswith(("CLOUDCTL_", "ANSIBLE_"))}
         return subprocess.run(
-            [str(BIN / "ansible-inventory"), "-i", str(source), "--list"],
+            [str(BIN / "ansible-inventory"), "-i", str(source), "--list", *args],
             capture_output=True, text=True, check=False, cwd=self.dir,
             env={**clean, "ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg"),
                  "CLOUDCTL_CLOUDS": str(self.clouds), **(env or {})},
@@ -203,3 +205,14 @@ def test_without_cloudctl_the_plugin_says_so(cloud, tmp_path):
     )
     assert proc.returncode != 0, proc.stdout
     assert "needs the cloudctl Python package in the Python that runs Ansible" in proc.stderr
+
+
+def test_cache_serves_until_flushed(cloud):
+    config = {"cache": True, "cache_plugin": "ansible.builtin.jsonfile",
+              "cache_connection": str(cloud.dir / "cache")}  # fmt: skip
+    assert members(cloud.listing(config), "instances") == {cloud.ids["web"], cloud.ids["db"]}
+    cloud.state.unlink()
+    assert members(cloud.listing(config), "instances") == {cloud.ids["web"], cloud.ids["db"]}
+    failed = {"ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED": "true"}
+    proc = cloud.inventory_run(config, failed, "--flush-cache")  # the state is read again
+    assert proc.returncode != 0 and "no state at" in proc.stderr, proc.stderr
