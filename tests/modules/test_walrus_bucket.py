@@ -8,7 +8,6 @@ off): create, idempotence, check mode, refusing a non-empty bucket, force delete
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import socket
@@ -182,7 +181,3 @@ def test_bucket_lifecycle_against_seaweedfs(tmp_path, weed):
         tmp_path, endpoint=weed, name="scratch", secret_key="wrong-secret", wait_timeout=0
     )
     assert rc != 0 and "ListBuckets" in out["msg"], out
-
-
-def test_module_is_executable():
-    assert os.access(MODULE, os.X_OK)

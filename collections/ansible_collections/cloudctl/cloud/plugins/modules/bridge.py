@@ -1,4 +1,5 @@
 #!/usr/bin/python
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Manage a Linux bridge (ports, addresses, STP, link state) with iproute2."""
 
@@ -71,31 +72,41 @@ options:
     type: bool
     default: true
 notes:
-  - Supports check mode and diff mode.
   - Needs root (CAP_NET_ADMIN) on the target host.
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: Reports what would change and changes nothing.
+  diff_mode:
+    support: full
+    details: Shows the bridge's state before and after.
+  platform:
+    platforms: posix
 author:
-  - Cloud project contributors
+  - cloudctl developers (@cloudctl)
 """
 
 EXAMPLES = r"""
 - name: Instance bridge of the cluster, with the gateway (first address of the subnet) on the CC
-  bridge:
+  cloudctl.cloud.bridge:
     name: "{{ cloud_clusters[cloud_cluster].bridge }}"
     addresses: ["172.31.0.1/24"]
 
 - name: Instance bridge of a node controller, with its uplink enslaved (addresses untouched)
-  bridge:
+  cloudctl.cloud.bridge:
     name: cloudbr0
     ports: [eth1]
 
 - name: Bridge with STP on
-  bridge:
+  cloudctl.cloud.bridge:
     name: cloudbr1
     stp: true
     forward_delay: 4
 
 - name: Remove the bridge (its ports are released)
-  bridge:
+  cloudctl.cloud.bridge:
     name: cloudbr0
     state: absent
 """

@@ -1,4 +1,5 @@
 #!/usr/bin/python
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Check that a cloud component answers on this host (read-only, never fails the task)."""
 
@@ -56,16 +57,28 @@ options:
     description: Seconds to wait for a command or an S3 request.
     type: int
     default: 10
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: It only reads, and runs the same way in check mode.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+author:
+  - cloudctl developers (@cloudctl)
 """
 
 EXAMPLES = r"""
 - name: Check the Storage Controller
-  cloud_health:
+  cloudctl.cloud.cloud_health:
     component: sc
   register: sc_health
 
 - name: Check the Cluster Controller's DHCP
-  cloud_health:
+  cloudctl.cloud.cloud_health:
     component: cc
     bridge: "{{ cloud_clusters[cloud_cluster].bridge }}"
 """
@@ -113,10 +126,10 @@ def parse_ss_sockets(output: str) -> list[dict]:
         if len(fields) < 5:
             continue
         local = fields[3]
-        host, _, port = local.rpartition(":")
+        host, _colon, port = local.rpartition(":")
         if not port.isdigit():
             continue
-        address, _, device = host.partition("%")
+        address, _percent, device = host.partition("%")
         process = re.search(r'users:\(\("([^"]+)"', line)
         sockets.append(
             {
@@ -259,7 +272,7 @@ class HealthCheck:
         addresses = []
         ip = self.tool("ip")
         if ip:
-            rc, ip_out, _ = self.run([ip, "-j", "-4", "addr", "show", "dev", bridge])
+            rc, ip_out, _err = self.run([ip, "-j", "-4", "addr", "show", "dev", bridge])
             addresses = ipv4_addresses(ip_out) if rc == 0 else []
         sock = find_dhcp_socket(sockets, bridge, addresses)
         if sock is None:

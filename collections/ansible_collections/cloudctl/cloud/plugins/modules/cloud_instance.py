@@ -1,4 +1,5 @@
 #!/usr/bin/python
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Run, stop, reboot or remove one cloud instance as a persistent libvirt domain on an NC."""
 
@@ -115,15 +116,25 @@ options:
     type: int
     default: 30
 notes:
-  - Supports check mode and diff mode.
   - Runs as root on the Node Controller.
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: Reports what would change and changes nothing.
+  diff_mode:
+    support: full
+    details: Shows the domain's state before and after.
+  platform:
+    platforms: posix
 author:
-  - Cloud project contributors
+  - cloudctl developers (@cloudctl)
 """
 
 EXAMPLES = r"""
 - name: Run an instance from a cached disk image
-  cloud_instance:
+  cloudctl.cloud.cloud_instance:
     name: i-0a1b2c3d
     vcpus: 1
     memory_mb: 256
@@ -136,7 +147,7 @@ EXAMPLES = r"""
     user_data: "{{ user_data | default(omit) }}"
 
 - name: Run an instance of a kernel + ramdisk image
-  cloud_instance:
+  cloudctl.cloud.cloud_instance:
     name: i-0a1b2c3e
     vcpus: 1
     memory_mb: 256
@@ -146,13 +157,13 @@ EXAMPLES = r"""
     cmdline: console=ttyS0 quiet
 
 - name: Stop it (ACPI power-off, destroyed after 10 s)
-  cloud_instance:
+  cloudctl.cloud.cloud_instance:
     name: i-0a1b2c3d
     state: stopped
     shutdown_timeout: 10
 
 - name: Terminate it
-  cloud_instance:
+  cloudctl.cloud.cloud_instance:
     name: i-0a1b2c3d
     state: absent
 """
@@ -188,12 +199,30 @@ files:
   returned: always
   type: dict
   contains:
-    dir: {description: Instance directory., type: str}
-    disk: {description: Root overlay (null without an image)., type: str}
-    seed: {description: NoCloud seed ISO., type: str}
-    console_log: {description: Serial console file., type: str}
-    instance_json: {description: What the instance uses (images, MAC...)., type: str}
-    domain_xml: {description: Domain definition (reference copy)., type: str}
+    dir:
+      description: Instance directory.
+      type: str
+      returned: always
+    disk:
+      description: Root overlay (null without an image).
+      type: str
+      returned: always
+    seed:
+      description: NoCloud seed ISO.
+      type: str
+      returned: always
+    console_log:
+      description: Serial console file.
+      type: str
+      returned: always
+    instance_json:
+      description: What the instance uses (images, MAC address...).
+      type: str
+      returned: always
+    domain_xml:
+      description: Domain definition (reference copy).
+      type: str
+      returned: always
 """
 
 import datetime

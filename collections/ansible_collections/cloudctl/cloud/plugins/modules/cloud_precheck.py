@@ -1,4 +1,5 @@
 #!/usr/bin/python
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Validate the whole cloud description (groups, host variables, clusters) before deploying."""
 
@@ -37,11 +38,20 @@ options:
     type: dict
     required: true
 notes:
-  - Supports check mode (it never changes anything).
   - When several problems are found, C(msg) lists them all on one line separated by C(; ),
     and C(errors) holds them as a list.
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: It only reads, and runs the same way in check mode.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
 author:
-  - Cloud project contributors
+  - cloudctl developers (@cloudctl)
 """
 
 EXAMPLES = r"""
@@ -51,7 +61,7 @@ EXAMPLES = r"""
   gather_facts: false
   tasks:
     - name: Validate groups, host variables and clusters
-      cloud_precheck:
+      cloudctl.cloud.cloud_precheck:
         groups: "{{ groups }}"
         hosts: >-
           {%- set out = {} -%}

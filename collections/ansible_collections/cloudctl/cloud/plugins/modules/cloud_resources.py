@@ -1,4 +1,5 @@
 #!/usr/bin/python
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """List what the cloud made on a host, for `cloudctl reconcile` to compare with its state."""
 
@@ -41,11 +42,23 @@ options:
     description: The file in which the deploy records the id of the cloud the host belongs to.
     type: path
     default: /var/lib/cloud/cloud-id
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: It only reads, and runs the same way in check mode.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+author:
+  - cloudctl developers (@cloudctl)
 """
 
 EXAMPLES = r"""
 - name: Find what the cloud made on the host
-  cloud_resources:
+  cloudctl.cloud.cloud_resources:
   register: found
 """
 
@@ -109,7 +122,7 @@ class Host:
         path = self.module.get_bin_path(cmd[0])
         if path is None:
             return ""
-        rc, out, _ = self.module.run_command([path, *cmd[1:]], environ_update={"LC_ALL": "C"})
+        rc, out, _err = self.module.run_command([path, *cmd[1:]], environ_update={"LC_ALL": "C"})
         return out if rc == 0 else ""
 
     def config(self, key: str, role: str) -> dict | None:

@@ -1,4 +1,5 @@
 #!/usr/bin/python
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Run a daemon under the host's service manager (systemd or supervisor)."""
 
@@ -82,17 +83,30 @@ options:
     description: The main supervisord configuration file.
     type: path
     default: /etc/supervisor/supervisord.conf
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: Reports what would change and changes nothing.
+  diff_mode:
+    support: full
+    details: Shows the unit or program file before and after.
+  platform:
+    platforms: posix
+author:
+  - cloudctl developers (@cloudctl)
 """
 
 EXAMPLES = r"""
 - name: Run tgtd
-  cloud_service:
+  cloudctl.cloud.cloud_service:
     name: cloud-tgtd
     command: /usr/sbin/tgtd -f
     manager: "{{ cloud_service_manager }}"
 
 - name: Remove it
-  cloud_service:
+  cloudctl.cloud.cloud_service:
     name: cloud-tgtd
     state: absent
 """
@@ -200,7 +214,7 @@ class Supervisor:
         return render_supervisor(self.p)
 
     def daemon_answers(self) -> bool:
-        rc, out, _ = self.module.run_command(self.ctl + ["pid"])
+        rc, out, _err = self.module.run_command(self.ctl + ["pid"])
         return rc == 0 and out.strip().isdigit()
 
     def ensure_daemon(self) -> None:
@@ -219,7 +233,7 @@ class Supervisor:
         """RUNNING, STOPPED, FATAL, ... or ABSENT when supervisord does not know it."""
         if not self.daemon_answers():
             return "ABSENT"
-        _, out, _ = self.module.run_command(self.ctl + ["status", self.p["name"]])
+        _rc, out, _err = self.module.run_command(self.ctl + ["status", self.p["name"]])
         words = out.split()
         if len(words) >= 2 and words[0] == self.p["name"]:
             return words[1]
@@ -278,7 +292,7 @@ class Systemd:
         return render_systemd(self.p)
 
     def ctl(self, *args: str, check: bool = True) -> int:
-        rc, _, err = self.module.run_command(["systemctl", *args])
+        rc, _out, err = self.module.run_command(["systemctl", *args])
         if check and rc != 0:
             self.module.fail_json(msg=f"systemctl {' '.join(args)} failed: {err.strip()}")
         return rc

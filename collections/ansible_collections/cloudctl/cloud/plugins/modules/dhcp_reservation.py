@@ -1,4 +1,5 @@
 #!/usr/bin/python
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Add or remove the DHCP reservation of one instance in a dnsmasq dhcp-hostsdir."""
 
@@ -10,11 +11,13 @@ short_description: Per-instance DHCP reservation for the dnsmasq of a Cluster Co
 description:
   - Keeps one file per instance, C(<hosts_dir>/<name>), holding one C(MAC,IP,HOSTNAME) line, in
     the C(dhcp-hostsdir) of the cluster's dnsmasq (see the cc role).
-  - dnsmasq watches that directory with inotify and reads a new file as soon as it appears, so
+  - >-
+    dnsmasq watches that directory with inotify and reads a new file as soon as it appears, so
     the file is written under a dot name (dnsmasq ignores those) with mode 0644 and then
     renamed into place: a file still being written, or not yet readable by the dnsmasq user,
     would be read too early and never again.
-  - dnsmasq only ever adds what it reads from the directory. When a reservation is removed or
+  - >-
+    dnsmasq only ever adds what it reads from the directory. When a reservation is removed or
     changed the module sends SIGHUP to the dnsmasq of I(pid_file) (if it runs), which
     re-reads the directory, and releases the old lease with C(dhcp_release) (Debian
     C(dnsmasq-utils)): while a lease of the old MAC exists dnsmasq refuses to hand the same
@@ -62,15 +65,25 @@ options:
     choices: [present, absent]
     default: present
 notes:
-  - Supports check mode and diff mode.
   - Runs on the Cluster Controller as root (C(dhcp_release) and signalling dnsmasq need it).
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: Reports what would change and changes nothing.
+  diff_mode:
+    support: full
+    details: Shows the reservation file before and after.
+  platform:
+    platforms: posix
 author:
-  - Cloud project contributors
+  - cloudctl developers (@cloudctl)
 """
 
 EXAMPLES = r"""
 - name: Reserve the instance's address
-  dhcp_reservation:
+  cloudctl.cloud.dhcp_reservation:
     hosts_dir: /etc/cloud/cc/zone-a/hosts
     pid_file: /var/lib/cloud/cc/zone-a/dnsmasq.pid
     lease_file: /var/lib/cloud/cc/zone-a/dnsmasq.leases
@@ -80,7 +93,7 @@ EXAMPLES = r"""
     ip: 172.31.0.23
 
 - name: Forget it when the instance is terminated (its lease is released too)
-  dhcp_reservation:
+  cloudctl.cloud.dhcp_reservation:
     hosts_dir: /etc/cloud/cc/zone-a/hosts
     pid_file: /var/lib/cloud/cc/zone-a/dnsmasq.pid
     lease_file: /var/lib/cloud/cc/zone-a/dnsmasq.leases

@@ -1,4 +1,5 @@
 #!/usr/bin/python
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Associate an elastic (public) IP with an instance's private IP on the Cluster Controller."""
 
@@ -59,25 +60,35 @@ options:
     choices: [present, absent]
     default: present
 notes:
-  - Supports check mode and diff mode.
   - Runs on the Cluster Controller as root. Several runs at once are serialised by a lock
     file (C(/run/cloud-elastic-ip.lock)).
   - The chains and the jumps stay when the last association is removed; the cc role's reset
     removes them.
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: Reports what would change and changes nothing.
+  diff_mode:
+    support: full
+    details: Shows the association before and after.
+  platform:
+    platforms: posix
 author:
-  - Cloud project contributors
+  - cloudctl developers (@cloudctl)
 """
 
 EXAMPLES = r"""
 - name: Associate 198.51.100.10 with i-0a1b2c3d
-  elastic_ip:
+  cloudctl.cloud.elastic_ip:
     public_ip: 198.51.100.10
     private_ip: 172.31.0.5
     public_interface: eth1
     instance: i-0a1b2c3d
 
 - name: Disassociate it
-  elastic_ip:
+  cloudctl.cloud.elastic_ip:
     public_ip: 198.51.100.10
     public_interface: eth1
     state: absent
@@ -182,7 +193,7 @@ def jump_fixes(lines: list[str]) -> list[tuple[str, list[str]]]:
         misplaced = bool(where) and hook == "POSTROUTING" and bool(nat) and nat[0] < where[0]
         if where and not misplaced and len(where) == 1:
             continue
-        for _ in where:
+        for _position in where:
             fixes.append((f"remove {jump}", ["-D", hook, "-j", chain]))
         fixes.append((f"insert {jump} at 1", ["-I", hook, "1", "-j", chain]))
     return fixes
@@ -313,7 +324,7 @@ class ElasticIp:
                 self.run(["-t", "nat", "-D", *shlex.split(line)[1:]])
             for line in missing:
                 self.run(["-t", "nat", *shlex.split(line)])
-            for _, args in fixes:
+            for _what, args in fixes:
                 self.run(["-t", "nat", *args])
             for pub in drop_others:
                 self.ip.run("addr", "del", f"{pub}/32", "dev", self.iface)

@@ -1,4 +1,5 @@
 #!/usr/bin/python
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Make sure one image file (by sha256) is in a Node Controller's image cache."""
 
@@ -61,22 +62,32 @@ options:
     type: int
     default: 300
 notes:
-  - Supports check mode and diff mode.
   - Runs on the Node Controller as root; needs only the Python standard library.
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: Reports what would change and changes nothing.
+  diff_mode:
+    support: full
+    details: Shows the cache entry before and after.
+  platform:
+    platforms: posix
 author:
-  - Cloud project contributors
+  - cloudctl developers (@cloudctl)
 """
 
 EXAMPLES = r"""
 - name: Make sure the image of the instance is cached
-  image_cache:
+  cloudctl.cloud.image_cache:
     sha256: "{{ image.sha256 }}"
     url: "{{ image.url }}"
     size: "{{ image.size }}"
   register: cached
 
 - name: Drop an image from the cache of this node
-  image_cache:
+  cloudctl.cloud.image_cache:
     sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
     state: absent
 """
@@ -119,9 +130,9 @@ import re
 import tempfile
 import time
 import urllib.error
-import urllib.request
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.urls import open_url
 from ansible_collections.cloudctl.cloud.plugins.module_utils.cloud_role_config import RoleConfigError, read_role_config
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -182,7 +193,7 @@ def download(module: AnsibleModule, cache_dir: str, sha: str, path: str) -> int:
         size = 0
         with os.fdopen(fd, "wb") as out:
             try:
-                with urllib.request.urlopen(p["url"], timeout=p["timeout"]) as resp:
+                with open_url(p["url"], timeout=p["timeout"], decompress=False, use_netrc=False) as resp:
                     while chunk := resp.read(CHUNK):
                         digest.update(chunk)
                         out.write(chunk)
@@ -231,7 +242,7 @@ def evict(
     cache_dir = cfg["cache_dir"]
     cap = int(cfg["cache_max_mb"]) * MIB
     files = cache_files(cache_dir)
-    total = sum(size for _, size, _ in files)
+    total = sum(size for _sha, size, _mtime in files)
     now = time.time()
     candidates = sorted(
         (f for f in files if f[0] != keep and f[0] not in refs),
@@ -296,7 +307,7 @@ def core(module: AnsibleModule) -> dict:
                 os.unlink(path)
                 fsync_dir(cache_dir)
             res["changed"] = True
-        res["cache_bytes"] = sum(size for _, size, _ in cache_files(cache_dir))
+        res["cache_bytes"] = sum(size for _sha, size, _mtime in cache_files(cache_dir))
         return finish(module, res, start, cached=False)
 
     if present:

@@ -1,4 +1,5 @@
 #!/usr/bin/python
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Security-group and anti-spoofing firewall of one instance on a Node Controller."""
 
@@ -40,7 +41,8 @@ description:
     something was inserted before them.
   - C(absent) removes the instance's chains and the rules that jump to them; the shared
     chains stay. An unknown instance is C(ok).
-  - With I(generation), changes of one instance apply in the order they were planned, not in
+  - >-
+    With I(generation), changes of one instance apply in the order they were planned, not in
     the order they arrive: several cloudctl operations at once each plan the rules of other
     instances (a launch widens its group's members' rules, a termination narrows them), and
     their plays run side by side. A run older than the last one applied to the instance (or
@@ -110,20 +112,31 @@ options:
     type: int
   generation_dir:
     description:
-      - Where the last generation of every instance is kept, one file per instance, also
+      - >-
+        Where the last generation of every instance is kept, one file per instance, also
         after C(absent). On tmpfs by default: the rules do not survive a reboot either.
     type: path
     default: /run/cloud-instance-firewall
 notes:
-  - Supports check mode and diff mode.
   - Runs as root on the Node Controller, in its network namespace.
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: Reports what would change and changes nothing.
+  diff_mode:
+    support: full
+    details: Shows the instance's rules before and after.
+  platform:
+    platforms: posix
 author:
-  - Cloud project contributors
+  - cloudctl developers (@cloudctl)
 """
 
 EXAMPLES = r"""
 - name: Apply the security groups of an instance (before its domain starts)
-  instance_firewall:
+  cloudctl.cloud.instance_firewall:
     instance: i-0a1b2c3d
     tap: vn-0a1b2c3d
     mac: "d0:0d:0a:1b:2c:3d"
@@ -135,7 +148,7 @@ EXAMPLES = r"""
       - {protocol: all, cidr: 172.31.0.24/32}   # a member of a source group
 
 - name: Remove them when the instance is terminated
-  instance_firewall:
+  cloudctl.cloud.instance_firewall:
     instance: i-0a1b2c3d
     state: absent
 """
@@ -420,7 +433,7 @@ def plan(table: Table, want: Wanted, declare: str) -> list[str]:
 
 
 def iptables_wanted(hex_id: str, p: dict, present: bool) -> Wanted:
-    inbound, outbound, _ = chain_names(hex_id)
+    inbound, outbound, _ebtables = chain_names(hex_id)
     own = refs = None
     if present:
         own = {

@@ -1,4 +1,5 @@
 #!/usr/bin/python
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Attach or detach an iSCSI volume to a libvirt domain (hot-plug, with CHAP)."""
 
@@ -11,7 +12,8 @@ description:
   - Attaches a volume exported by the Storage Controller (a tgt iSCSI target, CHAP per volume)
     to an instance's libvirt domain as a network disk that QEMU's own iSCSI initiator opens
     (C(<disk type='network'><source protocol='iscsi'>)); no initiator on the host is needed.
-  - The volume id is the disk's C(<serial>): that is how the module finds the volume in the
+  - >-
+    The volume id is the disk's C(<serial>): that is how the module finds the volume in the
     domain, and how the guest names it, C(/dev/disk/by-id/virtio-<volume id>). The target
     device (C(vdb)...) is only a hint; the guest numbers its disks in probe order.
   - A running domain gets the disk live and in its persistent definition (so it survives a
@@ -73,17 +75,27 @@ options:
     type: int
     default: 30
 notes:
-  - Supports check mode and diff mode.
   - An already attached volume is left as it is (its CHAP secret is not re-set).
   - Detaching from a domain that does not exist succeeds without change (the instance is gone);
     attaching to one fails.
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: Reports what would change and changes nothing.
+  diff_mode:
+    support: full
+    details: Shows the disk's XML before and after.
+  platform:
+    platforms: posix
 author:
-  - Cloud project contributors
+  - cloudctl developers (@cloudctl)
 """
 
 EXAMPLES = r"""
 - name: Attach vol-0a1b2c3d to i-0a1b2c3d
-  instance_volume:
+  cloudctl.cloud.instance_volume:
     instance: i-0a1b2c3d
     volume: vol-0a1b2c3d
     portal_address: 10.0.0.5
@@ -93,7 +105,7 @@ EXAMPLES = r"""
     device: vdc
 
 - name: Detach it (waits for the guest to release it)
-  instance_volume:
+  cloudctl.cloud.instance_volume:
     instance: i-0a1b2c3d
     volume: vol-0a1b2c3d
     state: detached

@@ -1,4 +1,5 @@
 #!/usr/bin/python
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Export one block volume of the Storage Controller as one tgt iSCSI target."""
 
@@ -8,7 +9,8 @@ DOCUMENTATION = r"""
 module: iscsi_volume
 short_description: Create, export and delete a Storage Controller volume (tgt iSCSI target)
 description:
-  - Makes one EBS-style volume exist (or not) on a Storage Controller: a backing store and
+  - >-
+    Makes one EBS-style volume exist (or not) on a Storage Controller: a backing store and
     one tgt iSCSI target that exports it as LUN 1 to every initiator address, protected by
     the volume's own CHAP account when the SC configuration says C(chap=true).
   - Reads the SC configuration (C(sc.json), written by the C(sc) role) for the store
@@ -18,8 +20,10 @@ description:
     a new target gets the smallest free tid. tgtd keeps targets in memory only, so after a
     tgtd restart the module re-creates the missing target on the existing backing store
     without touching the data (reported as a change).
-  - The backing store is never resized: a size that differs from I(size_gb) is an error.
-  - With I(source_url) a new backing store is filled from a snapshot (a gzip stream of the
+  - >-
+    The backing store is never resized: a size that differs from I(size_gb) is an error.
+  - >-
+    With I(source_url) a new backing store is filled from a snapshot (a gzip stream of the
     raw volume, one or more gzip members, as written by C(volume_snapshot)): decompressed
     while downloading and written sparse (all-zero blocks are skipped). The data must match
     the snapshot's I(source_sha256), checked before anything is exported. A failed or
@@ -67,7 +71,8 @@ options:
     type: str
   source_url:
     description:
-      - Presigned HTTP(S) GET URL of a snapshot object: a gzip stream of the raw volume.
+      - >-
+        Presigned HTTP(S) GET URL of a snapshot object: a gzip stream of the raw volume.
         Used only when the backing store is created.
       - The snapshot may be smaller than the volume (the rest reads as zeros), never larger.
     type: str
@@ -83,11 +88,24 @@ options:
     description: With C(state=absent), delete a target that still has initiator sessions.
     type: bool
     default: false
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: Reports what would change and changes nothing.
+  diff_mode:
+    support: full
+    details: Shows the volume before and after.
+  platform:
+    platforms: posix
+author:
+  - cloudctl developers (@cloudctl)
 """
 
 EXAMPLES = r"""
 - name: Create and export a 10 GiB volume with its CHAP account
-  iscsi_volume:
+  cloudctl.cloud.iscsi_volume:
     name: vol-0a1b2c3d
     size_gb: 10
     chap_user: vol-0a1b2c3d
@@ -95,7 +113,7 @@ EXAMPLES = r"""
   register: volume
 
 - name: Create a volume from a snapshot
-  iscsi_volume:
+  cloudctl.cloud.iscsi_volume:
     name: vol-1b2c3d4e
     size_gb: 10
     chap_user: vol-1b2c3d4e
@@ -105,7 +123,7 @@ EXAMPLES = r"""
     source_sha256: "{{ snapshot_sha256 }}"
 
 - name: Delete a volume
-  iscsi_volume:
+  cloudctl.cloud.iscsi_volume:
     name: vol-0a1b2c3d
     state: absent
 """
@@ -152,11 +170,11 @@ import posixpath
 import re
 import urllib.error
 import urllib.parse
-import urllib.request
 import zlib
 
 from ansible_collections.cloudctl.cloud.plugins.module_utils import tgt_ipc as ipc
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.urls import open_url
 from ansible_collections.cloudctl.cloud.plugins.module_utils.cloud_role_config import RoleConfigError, read_role_config
 
 GIB = 1 << 30
@@ -250,7 +268,7 @@ def restore(url: str, f, size: int, expected: int | None, sha256: str) -> int:
     where = url_for_messages(url)
     digest = hashlib.sha256()
     try:
-        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT) as answer:
+        with open_url(url, timeout=HTTP_TIMEOUT, decompress=False, use_netrc=False) as answer:
             written = write_sparse(f, gunzip(answer.read), size, digest)
     except urllib.error.HTTPError as exc:
         raise Failure(f"downloading the snapshot {where} failed: HTTP {exc.code} {exc.reason}")

@@ -1,4 +1,5 @@
 #!/usr/bin/python
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Decide the libvirt domain type (kvm or qemu) by running a tiny real guest."""
 
@@ -54,16 +55,26 @@ options:
     type: str
     default: qemu-system-x86_64
 notes:
-  - Supports check mode and diff mode (the diff shows the device's owner, group and mode).
   - Needs root on the target host. Takes about 0.2 s where KVM works and about 3 to 4 s where
     it does not (the KVM run is stopped at its deadline).
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: Reports what would change and changes nothing.
+  diff_mode:
+    support: full
+    details: Shows the device's owner, group and mode before and after.
+  platform:
+    platforms: posix
 author:
-  - Cloud project contributors
+  - cloudctl developers (@cloudctl)
 """
 
 EXAMPLES = r"""
 - name: Find the libvirt domain type this node can run
-  kvm_probe:
+  cloudctl.cloud.kvm_probe:
   register: nc_kvm
 
 - name: Use it
@@ -71,7 +82,7 @@ EXAMPLES = r"""
     nc_domain_type: "{{ nc_kvm.domain_type }}"
 
 - name: Skip the probe where the answer is known
-  kvm_probe:
+  cloudctl.cloud.kvm_probe:
     force: qemu
 """
 
@@ -85,7 +96,9 @@ reason:
   description: One line on why this domain type was chosen.
   returned: always
   type: str
-  sample: "KVM did not finish the probe guest within 3.6 s (TCG took 0.12 s): /dev/kvm exists but does not run guests at a usable speed (nested virtualization?)"
+  sample: >-
+    KVM did not finish the probe guest within 3.6 s (TCG took 0.12 s): /dev/kvm exists but
+    does not run guests at a usable speed (nested virtualization?)
 kvm_device:
   description: C(/dev/kvm) after the run (in check mode, as it would be).
   returned: always

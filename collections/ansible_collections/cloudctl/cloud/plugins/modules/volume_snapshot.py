@@ -1,4 +1,5 @@
 #!/usr/bin/python
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Upload a Storage Controller volume, gzip-compressed, through presigned S3 part URLs."""
 
@@ -8,20 +9,23 @@ DOCUMENTATION = r"""
 module: volume_snapshot
 short_description: Upload a volume's content to Walrus through presigned multipart part URLs
 description:
-  - Reads the backing store of a volume (file store C(<volume_dir>/<name>.img) or logical
+  - >-
+    Reads the backing store of a volume (file store C(<volume_dir>/<name>.img) or logical
     volume C(/dev/<volume_group>/<name>), from the SC configuration written by the C(sc)
     role) sequentially, gzip-compresses the stream, cuts it into parts of exactly
     I(part_size_mb) MiB (the last one smaller) and HTTP PUTs each part to the next URL of
     I(part_urls): presigned S3 C(UploadPart) URLs. The Storage Controller never holds S3
     credentials; the caller creates the multipart upload, presigns the part URLs and
     completes the upload with the returned ETags (or aborts it when the module fails).
-  - The stream is a sequence of gzip members (C(gzip -d) and C(iscsi_volume)'s I(source_url)
+  - >-
+    The stream is a sequence of gzip members (C(gzip -d) and C(iscsi_volume)'s I(source_url)
     read it): every all-zero MiB of the volume is one precomputed member of about 1 KiB
     (about 1000 times smaller), the data between them is compressed at level 1 (speed over
     size: the SC compresses with one core).
   - A part that fails is retried up to 3 times (after 1, 2 and 4 s). When the stream needs
     more parts than there are URLs, the module fails and says so.
-  - Consistency: the volume is read while its target stays exported, so a snapshot of an
+  - >-
+    Consistency: the volume is read while its target stays exported, so a snapshot of an
     attached volume is crash-consistent (like EBS): it holds what a power cut would have
     left. Flush or freeze the guest's filesystem first for an application-consistent one.
   - Always reports a change. In check mode it reads and uploads nothing and reports what it
@@ -48,11 +52,23 @@ options:
     description: Size of every part but the last, in MiB (5 to 5120).
     type: int
     default: 64
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: Reports what would change and changes nothing.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+author:
+  - cloudctl developers (@cloudctl)
 """
 
 EXAMPLES = r"""
 - name: Upload a snapshot of a volume (URLs presigned by cloudctl)
-  volume_snapshot:
+  cloudctl.cloud.volume_snapshot:
     name: vol-0a1b2c3d
     part_urls: "{{ snapshot_part_urls }}"
     part_size_mb: 64
@@ -100,10 +116,10 @@ import re
 import time
 import urllib.error
 import urllib.parse
-import urllib.request
 import zlib
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.urls import open_url
 from ansible_collections.cloudctl.cloud.plugins.module_utils.cloud_role_config import RoleConfigError, read_role_config
 
 MIB = 1 << 20
@@ -175,13 +191,12 @@ def put_part(url: str, number: int, body: bytes) -> str:
     for attempt in range(ATTEMPTS):
         if attempt:
             time.sleep(2 ** (attempt - 1))
-        request = urllib.request.Request(url, data=body, method="PUT")
-        request.add_header("Content-Length", str(len(body)))
         # An empty Content-Type, as the presigner assumed: a SigV2 presigned URL signs it, and
         # urllib would otherwise send application/x-www-form-urlencoded.
-        request.add_header("Content-Type", "")
+        headers = {"Content-Length": str(len(body)), "Content-Type": ""}
         try:
-            with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as answer:
+            with open_url(url, data=body, headers=headers, method="PUT", timeout=HTTP_TIMEOUT,
+                          decompress=False, use_netrc=False) as answer:
                 etag = answer.headers.get("ETag")
                 if etag:
                     return etag

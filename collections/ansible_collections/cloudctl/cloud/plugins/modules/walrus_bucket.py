@@ -1,4 +1,5 @@
 #!/usr/bin/python
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Create or delete a bucket of the cloud's object store (Walrus, S3 API) with boto3."""
 
@@ -60,11 +61,24 @@ options:
         just started). C(0) tries once. Ignored in check mode.
     type: int
     default: 0
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: Reports what would change and changes nothing.
+  diff_mode:
+    support: full
+    details: Shows the bucket's state before and after.
+  platform:
+    platforms: posix
+author:
+  - cloudctl developers (@cloudctl)
 """
 
 EXAMPLES = r"""
 - name: Create the images bucket, waiting up to a minute for S3 to come up
-  walrus_bucket:
+  cloudctl.cloud.walrus_bucket:
     endpoint: http://127.0.0.1:8773
     access_key: "{{ walrus_credentials.access_key }}"
     secret_key: "{{ walrus_credentials.secret_key }}"
@@ -72,7 +86,7 @@ EXAMPLES = r"""
     wait_timeout: 60
 
 - name: Delete a bucket and everything in it
-  walrus_bucket:
+  cloudctl.cloud.walrus_bucket:
     endpoint: http://127.0.0.1:8773
     access_key: "{{ walrus_credentials.access_key }}"
     secret_key: "{{ walrus_credentials.secret_key }}"
