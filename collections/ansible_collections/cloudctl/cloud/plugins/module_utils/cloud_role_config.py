@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Read the JSON files the roles write for the runtime modules (nc: node.json, sc: sc.json)."""
 
 from __future__ import annotations

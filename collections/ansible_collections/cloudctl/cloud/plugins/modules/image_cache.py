@@ -26,7 +26,7 @@ description:
     recently used files are evicted first. Never evicted are the file this run ensured, files
     used in the last I(evict_grace) seconds (a launch may have fetched it and not yet
     recorded its instance), and every sha256 listed under C(images) in an instance's
-    C(<instances_dir>/*/instance.json) (written by C(cloud_instance)). When nothing more can
+    C(<instances_dir>/*/instance.json) (written by M(cloudctl.cloud.cloud_instance)). When nothing more can
     be evicted and the cache is still over the cap, the module warns and succeeds.
   - C(state=absent) removes the file, and fails when an instance still uses it.
   - Check mode reports whether the file would be downloaded or removed and changes nothing

@@ -61,7 +61,7 @@ options:
     type: str
     required: true
   tap:
-    description: Host name of the instance's tap (C(vn-<hex>), see cloud_instance). Required with C(state=present).
+    description: Host name of the instance's tap (C(vn-<hex>), see M(cloudctl.cloud.cloud_instance)). Required with C(state=present).
     type: str
   mac:
     description: MAC address of the instance's NIC. Without it the source MAC of its frames is not checked.

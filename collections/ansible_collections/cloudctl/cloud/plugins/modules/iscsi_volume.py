@@ -24,7 +24,7 @@ description:
     The backing store is never resized: a size that differs from I(size_gb) is an error.
   - >-
     With I(source_url) a new backing store is filled from a snapshot (a gzip stream of the
-    raw volume, one or more gzip members, as written by C(volume_snapshot)): decompressed
+    raw volume, one or more gzip members, as written by M(cloudctl.cloud.volume_snapshot)): decompressed
     while downloading and written sparse (all-zero blocks are skipped). The data must match
     the snapshot's I(source_sha256), checked before anything is exported. A failed or
     mismatching download leaves neither backing store nor target behind. I(source_url) is
@@ -81,7 +81,7 @@ options:
     type: int
   source_sha256:
     description:
-      - SHA-256 (hex) of the decompressed snapshot, as C(volume_snapshot) returned it when it
+      - SHA-256 (hex) of the decompressed snapshot, as M(cloudctl.cloud.volume_snapshot) returned it when it
         made the snapshot. Required with I(source_url); different data fails the task.
     type: str
   force:

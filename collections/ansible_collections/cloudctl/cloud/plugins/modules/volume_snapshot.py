@@ -18,7 +18,7 @@ description:
     credentials; the caller creates the multipart upload, presigns the part URLs and
     completes the upload with the returned ETags (or aborts it when the module fails).
   - >-
-    The stream is a sequence of gzip members (C(gzip -d) and C(iscsi_volume)'s I(source_url)
+    The stream is a sequence of gzip members (C(gzip -d) and O(cloudctl.cloud.iscsi_volume#module:source_url)
     read it): every all-zero MiB of the volume is one precomputed member of about 1 KiB
     (about 1000 times smaller), the data between them is compressed at level 1 (speed over
     size: the SC compresses with one core).
@@ -31,7 +31,7 @@ description:
   - Always reports a change. In check mode it reads and uploads nothing and reports what it
     would upload.
 requirements:
-  - the volume's backing store on the host (made by C(iscsi_volume))
+  - the volume's backing store on the host (made by M(cloudctl.cloud.iscsi_volume))
 options:
   name:
     description: Volume id (C(vol-) and 8 to 17 hexadecimal digits).
