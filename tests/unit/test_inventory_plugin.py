@@ -216,3 +216,15 @@ def test_cache_serves_until_flushed(cloud):
     failed = {"ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED": "true"}
     proc = cloud.inventory_run(config, failed, "--flush-cache")  # the state is read again
     assert proc.returncode != 0 and "no state at" in proc.stderr, proc.stderr
+
+
+def test_documentation_renders():
+    done = subprocess.run(
+        [str(BIN / "ansible-doc"), "-t", "inventory", "cloudctl.cloud.instances"],
+        capture_output=True, text=True, check=False, cwd=PROJECT,
+        env={**os.environ, "ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"},
+    )  # fmt: skip
+    assert done.returncode == 0 and done.stderr == "", done.stdout + done.stderr
+    for text in ("> INVENTORY cloudctl.cloud.instances (", "known_hosts_file", "instance_states",
+                 "keyed_groups", "EXAMPLES:", "plugin: cloudctl.cloud.instances"):  # fmt: skip
+        assert text in done.stdout, text
