@@ -397,7 +397,8 @@ def _write_files(d: Path) -> None:
                           ([spec["cc"]] if group == "cc" else spec[group])}}
         for group in ("cc", "sc", "nc")
     }  # fmt: skip
-    (d / "inventory.yml").write_text(yaml.safe_dump({"all": {"children": groups}}))
+    inventory = {"all": {"children": {"cloud": {"children": groups}}}}
+    (d / "inventory.yml").write_text(yaml.safe_dump(inventory))
     (d / "broken-inventory.yml").write_text("all:\n  hosts:\n    - [nowhere\n")
     (d / "inventory-dir" / "group_vars").mkdir(parents=True)
     (d / "inventory-dir" / "hosts.yml").write_text((d / "inventory.yml").read_text())

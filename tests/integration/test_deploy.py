@@ -73,7 +73,7 @@ def overlapping(hosts, group_vars):
 
 
 def no_walrus(hosts, group_vars):
-    hosts["all"]["children"]["walrus"] = {"hosts": {}}
+    hosts["all"]["children"]["cloud"]["children"]["walrus"] = {"hosts": {}}
 
 
 @pytest.mark.parametrize("edit, words", [

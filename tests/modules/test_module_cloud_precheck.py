@@ -443,19 +443,26 @@ INVENTORY = {
             "cloud_clusters": GOOD_CLUSTERS,
         },
         "children": {
-            "clc": {"hosts": {"clc1": {}}},
-            "walrus": {"hosts": {"clc1": {}}},
-            "cc": {
-                "hosts": {"cc1": {"cloud_cluster": "zone-a"}, "cc2": {"cloud_cluster": "zone-b"}}
-            },
-            "sc": {"hosts": {"cc1": {}, "cc2": {}}},
-            "nc": {
-                "hosts": {
-                    "nc1": {"cloud_cluster": "zone-a"},
-                    "nc2": {"cloud_cluster": "zone-a"},
-                    "nc3": {"cloud_cluster": "zone-b"},
+            "cloud": {
+                "children": {
+                    "clc": {"hosts": {"clc1": {}}},
+                    "walrus": {"hosts": {"clc1": {}}},
+                    "cc": {
+                        "hosts": {
+                            "cc1": {"cloud_cluster": "zone-a"},
+                            "cc2": {"cloud_cluster": "zone-b"},
+                        }
+                    },
+                    "sc": {"hosts": {"cc1": {}, "cc2": {}}},
+                    "nc": {
+                        "hosts": {
+                            "nc1": {"cloud_cluster": "zone-a"},
+                            "nc2": {"cloud_cluster": "zone-a"},
+                            "nc3": {"cloud_cluster": "zone-b"},
+                        }
+                    },
                 }
-            },
+            }
         },
     }
 }
@@ -501,7 +508,7 @@ def test_documented_play_ok(tmp_path):
 
 def test_documented_play_names_host_and_variable(tmp_path):
     inventory = copy.deepcopy(INVENTORY)
-    inventory["all"]["children"]["nc"]["hosts"]["nc2"] = {}
+    inventory["all"]["children"]["cloud"]["children"]["nc"]["hosts"]["nc2"] = {}
     proc, res = run_documented_play(tmp_path, inventory)
     assert proc.returncode != 0
     assert res["failed"] is True

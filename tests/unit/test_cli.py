@@ -151,7 +151,7 @@ def test_service_status_for_real(tmp_path, monkeypatch):
                             "cloud_config_dir": str(config_dir),
                         }
                     },
-                    "children": {"clc": {"hosts": {"box": None}}},
+                    "children": {"cloud": {"children": {"clc": {"hosts": {"box": None}}}}},
                 }
             }
         )
