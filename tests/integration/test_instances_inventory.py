@@ -80,6 +80,7 @@ def test_a_play_through_the_inventory_reaches_the_guest(ops_cloud, tmp_path):
         print(f"instance run to play done: {time.monotonic() - started:.1f}s")
     finally:
         c.cloudctl("instance", "terminate", iid)
+        c.host_keys.pop(ip, None)  # the address goes to the next instance
 
 
 def recap(out: str, host: str) -> tuple[int, int, int]:
