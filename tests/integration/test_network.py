@@ -40,13 +40,17 @@ GROUP_VARS = {
 HOSTS = {
     "all": {
         "hosts": {HOST_A: {"cloud_cluster": "zone-a"}, HOST_B: {"cloud_cluster": "zone-b"}},
-        "children": {"cloud": {"children": {
-            "clc": {"hosts": {HOST_A: None}},
-            "walrus": {"hosts": {HOST_A: None}},
-            "cc": {"hosts": {HOST_A: None, HOST_B: None}},
-            "sc": {"hosts": {HOST_A: None, HOST_B: None}},
-            "nc": {"hosts": {HOST_A: None, HOST_B: None}},
-        }}},
+        "children": {
+            "cloud": {
+                "children": {
+                    "clc": {"hosts": {HOST_A: None}},
+                    "walrus": {"hosts": {HOST_A: None}},
+                    "cc": {"hosts": {HOST_A: None, HOST_B: None}},
+                    "sc": {"hosts": {HOST_A: None, HOST_B: None}},
+                    "nc": {"hosts": {HOST_A: None, HOST_B: None}},
+                }
+            }
+        },
     }
 }
 
