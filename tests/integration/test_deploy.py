@@ -2,6 +2,7 @@
 
 In order: bad inventories fail in precheck and change nothing; the deploy brings up all five
 components and `cloudctl service status` sees them healthy; a second deploy changes nothing;
+a deploy with one component's tag runs only that component (and common, its dependency);
 reset.yml leaves no bridge, daemon or config behind.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -119,6 +121,30 @@ def test_second_deploy_changes_nothing(lab):
     for host in summary:
         assert host["changed"] == 0, host
         assert host["failed"] == 0 and host["unreachable"] == 0, host
+
+
+def newest_deploy_events(inventory: Path) -> list[dict]:
+    """The per-host task results of the newest deploy cloudctl ran on this inventory."""
+    runs = inventory.parent / "cloudctl-home" / "runs"
+    [*_, run] = sorted(p for p in runs.iterdir() if re.fullmatch(r"\w+-deploy-[0-9a-f]+", p.name))
+    events = [json.loads(p.read_text()) for p in run.glob("artifacts/*/job_events/*.json")]
+    return [e["event_data"] for e in events if e["event"].startswith("runner_on_")]
+
+
+def test_deploy_by_tag_runs_only_that_component(lab):
+    inventory = lab / "good"
+    result = cloudctl(inventory, "-o", "json", "deploy", "--tags", "nc")
+    assert result.returncode == 0, result.stdout + result.stderr
+    [host] = json.loads(result.stdout)
+    assert (host["changed"], host["failed"]) == (0, 0), host
+    # The argument validations are tagged always by Ansible: they run in every play.
+    ran = [e for e in newest_deploy_events(inventory)
+           if e["task_action"] != "ansible.builtin.validate_argument_spec"]  # fmt: skip
+    plays = {e["play"] for e in ran}
+    assert plays == {"Precheck the cloud description", "Deploy the Node Controllers"}, plays
+    roles = {e.get("role") for e in ran if e["play"] == "Deploy the Node Controllers"}
+    assert roles == {"common", "nc"}, roles
+    assert {"Run virtlogd", "Run libvirtd"} <= {e["task"] for e in ran}
 
 
 def test_reset_leaves_nothing_behind(lab):
