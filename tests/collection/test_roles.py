@@ -169,6 +169,8 @@ def test_every_role_variable_is_documented_with_a_type(role, role_docs):
     assert set(defaults) - set(options) == set()
     for name, spec in options.items():
         assert spec.get("type") and spec.get("description"), name
+        if "default" in spec and name in defaults:  # the docs follow defaults/main.yml
+            assert spec["default"] == defaults[name], name
     assert entry_points["precheck"]["options"] == options
 
 
