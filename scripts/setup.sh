@@ -45,12 +45,12 @@ fi
 # ansible-test sanity (tests/collection/test_sanity.py) makes one virtualenv per sanity test
 # with the exact requirements it pins, from PyPI. It bootstraps pip in them with a get-pip.py
 # it downloads from a host that is not reachable here; our stand-in goes where it looks first.
-pip_version=$(.venv/bin/python -c 'import types
+python_version=$(.venv/bin/python -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+pip_version=$(.venv/bin/python -c 'import sys, types
 from ansible_test._internal.python_requirements import get_venv_packages
-print(get_venv_packages(types.SimpleNamespace(version="3"))["pip"])')
+print(get_venv_packages(types.SimpleNamespace(version=sys.argv[1]))["pip"])' "$python_version")
 mkdir -p ~/.ansible/test/cache
 install -m 0644 scripts/ansible_test_get_pip.py ~/.ansible/test/cache/get_pip_"${pip_version//./_}".py
-python_version=$(.venv/bin/python -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 # Cached by their requirements: a second run only checks them.
 (cd collections/ansible_collections/cloudctl/cloud &&
   ../../../../.venv/bin/ansible-test sanity --prime-venvs --python "$python_version" >/dev/null)
