@@ -24,8 +24,9 @@ def main() -> None:
     subprocess.run([python, "-m", "ensurepip", "--upgrade"], check=True)
     subprocess.run([python, "-m", "pip", "install", *pip_args], check=True)
     # ensurepip brings setuptools along; get-pip.py leaves it out when told so
-    unwanted = [name for flag, name in ((NO_SETUPTOOLS, "setuptools"), (NO_WHEEL, "wheel"))
-                if flag in args]
+    unwanted = [
+        name for flag, name in ((NO_SETUPTOOLS, "setuptools"), (NO_WHEEL, "wheel")) if flag in args
+    ]
     if unwanted:
         subprocess.run([python, "-m", "pip", "uninstall", "-q", "-y", *unwanted], check=True)
 
