@@ -101,6 +101,7 @@ EXAMPLES = r"""
 # instances.yml: the running instances of the default cloud
 plugin: cloudctl.cloud.instances
 
+---
 # prod.instances.yml: a named cloud, its guests' host keys, groups of your own
 plugin: cloudctl.cloud.instances
 cloud: prod
