@@ -63,6 +63,15 @@ class Walrus:
 
 
 @dataclass(frozen=True)
+class Api:
+    """Where users reach the cloud's EC2 and S3 APIs (the CLC's API service)."""
+
+    endpoint: str  # https://clc:8773/
+    region: str = "eucalyptus"
+    ca_file: str | None = None  # the CA that signed the service's certificate
+
+
+@dataclass(frozen=True)
 class CloudConfig:
     cloud_name: str
     clusters: dict[str, Cluster]
@@ -71,6 +80,7 @@ class CloudConfig:
     path: Path
     scheduling_policy: str = "roundrobin"
     cloud_id: str = ""  # made by the deploy; the state records it ("" = deployed before ids)
+    api: Api | None = None  # None: the cloud serves no API
 
     def zone_or_default(self, zone: str | None) -> str:
         """The zone asked for, else the first zone by name."""
@@ -173,11 +183,22 @@ def parse_config(data: Mapping[str, Any], path: Path) -> CloudConfig:
             path=path,
             scheduling_policy=policy,
             cloud_id=str(data.get("cloud_id") or ""),
+            api=_api(data.get("api")),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ConfigError(
             f"cloud configuration {path} is incomplete or malformed: {exc!r}"
         ) from None
+
+
+def _api(spec: Mapping[str, Any] | None) -> Api | None:
+    if not spec:
+        return None
+    return Api(
+        endpoint=str(spec["endpoint"]),
+        region=str(spec.get("region") or "eucalyptus"),
+        ca_file=str(spec["ca_file"]) if spec.get("ca_file") else None,
+    )
 
 
 def load_config(path: Path) -> CloudConfig:

@@ -167,9 +167,7 @@ class Identity:
                 raise NotFound(f"account {name} does not exist")
             owned = _owned_resources(tx, name)
             if owned:
-                raise InputError(
-                    f"account {name} still owns {', '.join(owned)}: delete them first"
-                )
+                raise InputError(f"account {name} still owns {', '.join(owned)}: delete them first")
             for key in tx.table(KEYS).search(account=name):
                 tx.table(KEYS).remove(key["id"])
             for user in tx.table(USERS).search(account=name):

@@ -14,6 +14,8 @@ import click
 from cloudctl import journal
 from cloudctl.cli.output import FORMATS
 from cloudctl.config import Settings, resolve_settings
+from cloudctl.errors import NotFound
+from cloudctl.identity import ADMIN, USERS, Principal
 from cloudctl.runner import PlayEvent, PlayResult, ProgressCallback
 from cloudctl.services import checked_state
 
@@ -26,6 +28,7 @@ class CliContext:
     inventory: str | None = None
     cloud: str | None = None
     debug: bool = False
+    principal: Principal | None = None  # --as: who commands act as (None: the admin)
     _settings: Settings | None = field(default=None, repr=False)
 
     def resolve(self) -> Settings:
@@ -44,6 +47,12 @@ class CliContext:
             settings = self.resolve()
             with checked_state(settings) as snap:
                 interrupted = journal.unfinished(snap)
+                if (
+                    self.principal is not None
+                    and snap.table(USERS).get(str(self.principal)) is None
+                    and self.principal != ADMIN
+                ):
+                    raise NotFound(f"user {self.principal} does not exist (--as)")
             for entry in interrupted:
                 click.echo(f"Warning: {journal.describe(entry)}: run cloudctl reconcile", err=True)
             self._settings = settings

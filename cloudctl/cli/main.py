@@ -13,6 +13,7 @@ from cloudctl.cli.common import CliContext
 from cloudctl.cli.deploy import deploy
 from cloudctl.cli.event import event
 from cloudctl.cli.host import host
+from cloudctl.cli.identity import account, quota, user
 from cloudctl.cli.image import image
 from cloudctl.cli.instance import instance
 from cloudctl.cli.keypair import keypair
@@ -22,6 +23,7 @@ from cloudctl.cli.reconcile import reconcile
 from cloudctl.cli.service import service
 from cloudctl.cli.volume import snapshot, volume
 from cloudctl.errors import error_lines, exit_code_for
+from cloudctl.identity import acting_as, parse_principal
 
 
 class CloudGroup(click.Group):
@@ -77,18 +79,35 @@ def _one_line_usage(error: click.UsageError) -> click.UsageError:
     default=None,
     help="Named cloud of the clouds file (default: $CLOUDCTL_CLOUD, else its default cloud).",
 )
+@click.option(
+    "--as",
+    "as_user",
+    metavar="ACCOUNT/USER",
+    default=None,
+    help="Act as this user: only its account's resources, its quotas (default: the admin).",
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
 @click.version_option(package_name="cloudctl", prog_name="cloudctl")
 @click.pass_context
 def cli(
-    ctx: click.Context, output: str, inventory: str | None, cloud: str | None, debug: bool
+    ctx: click.Context,
+    output: str,
+    inventory: str | None,
+    cloud: str | None,
+    as_user: str | None,
+    debug: bool,
 ) -> None:
     """Operate a Eucalyptus-style private cloud deployed with Ansible."""
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING)
     if debug:  # botocore's debug log holds request signatures (a presigned URL's is one)
         for name in ("boto3", "botocore", "s3transfer", "urllib3"):
             logging.getLogger(name).setLevel(logging.INFO)
-    ctx.obj = CliContext(output=output, inventory=inventory, cloud=cloud, debug=debug)
+    principal = parse_principal(as_user) if as_user else None
+    ctx.obj = CliContext(
+        output=output, inventory=inventory, cloud=cloud, debug=debug, principal=principal
+    )
+    if principal is not None:
+        ctx.with_resource(acting_as(principal))
 
 
 cli.add_command(deploy)
@@ -106,3 +125,6 @@ cli.add_command(host)
 cli.add_command(reconcile)
 cli.add_command(cloud)
 cli.add_command(state)
+cli.add_command(account)
+cli.add_command(user)
+cli.add_command(quota)
