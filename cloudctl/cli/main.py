@@ -20,6 +20,7 @@ from cloudctl.cli.keypair import keypair
 from cloudctl.cli.network import address, group, zone
 from cloudctl.cli.output import FORMATS
 from cloudctl.cli.reconcile import reconcile
+from cloudctl.cli.report import report
 from cloudctl.cli.service import service
 from cloudctl.cli.volume import snapshot, volume
 from cloudctl.errors import error_lines, exit_code_for
@@ -128,3 +129,4 @@ cli.add_command(state)
 cli.add_command(account)
 cli.add_command(user)
 cli.add_command(quota)
+cli.add_command(report)
