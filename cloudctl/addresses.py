@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from cloudctl import quotas, usage
 from cloudctl.cloudconfig import public_ip_candidates
 from cloudctl.errors import CapacityError, InputError, NotFound
-from cloudctl.identity import current_owner
+from cloudctl.identity import current_owner, visible
 from cloudctl.ids import new_id, parse_id
 from cloudctl.runner import ProgressCallback, run_playbook
 from cloudctl.services import CloudService
@@ -42,7 +43,8 @@ def address_view(address: Mapping[str, Any], associated: bool = False) -> dict[s
 
 class Addresses(CloudService):
     def list(self) -> list[dict[str, Any]]:
-        return sorted(self.store.all(TABLE), key=lambda a: a["created"])
+        records = [a for a in self.store.all(TABLE) if visible(a)]
+        return sorted(records, key=lambda a: a["created"])
 
     def get(self, ref: str) -> dict[str, Any]:
         with self.store.snapshot() as snap:
@@ -57,7 +59,10 @@ class Addresses(CloudService):
         aid = new_id("address")
         try:
             with self.store.transaction() as tx:
+                quotas.check(tx, owner, {"ec2:quota-addressnumber": 1})
                 public_ip = tx.allocate(pool(zone), public_ip_candidates(cluster.public_ips), aid)
+                usage.record(tx, {"id": aid, **owner._asdict()}, "address", "allocated",
+                             public_ip=str(public_ip))  # fmt: skip
                 return tx.table(TABLE).insert(
                     {
                         "id": aid,
@@ -81,8 +86,11 @@ class Addresses(CloudService):
         with self.store.transaction() as tx:
             address = _resolve(tx, ref)
             instance = tx.table("instances").get(iid)
-            if instance is None:
+            if instance is None or not visible(instance):
                 raise NotFound(f"instance {iid} does not exist")
+            if instance["account"] != address["account"]:
+                raise InputError(f"address {address['public_ip']} and instance {iid} are "
+                                 "of different accounts")  # fmt: skip
             if instance["state"] not in ASSOCIABLE_STATES:
                 raise InputError(f"instance {iid} is {instance['state']}: cannot associate")
             if instance["zone"] != address["zone"]:
@@ -103,6 +111,7 @@ class Addresses(CloudService):
         wanted = {**address, "instance": iid, "private_ip": instance["private_ip"]}
         self._apply([address_view(wanted, associated=True)], address["cc"], progress)
         with self.store.transaction() as tx:
+            usage.record(tx, address, "address", "associated", instance_id=iid)
             return tx.table(TABLE).update(
                 address["id"], instance=iid, private_ip=instance["private_ip"]
             )
@@ -113,6 +122,7 @@ class Addresses(CloudService):
             raise InputError(f"address {address['public_ip']} is not associated")
         self._apply([address_view(address)], address["cc"], progress)
         with self.store.transaction() as tx:
+            usage.record(tx, address, "address", "disassociated")
             return tx.table(TABLE).update(address["id"], instance=None, private_ip=None)
 
     def release(self, ref: str, progress: ProgressCallback | None = None) -> dict[str, Any]:
@@ -121,6 +131,7 @@ class Addresses(CloudService):
             address = self.disassociate(ref, progress)
         with self.store.transaction() as tx:
             tx.release(pool(address["zone"]), address["public_ip"])
+            usage.record(tx, address, "address", "released")
             return tx.table(TABLE).remove(address["id"])
 
     def _apply(
@@ -145,6 +156,6 @@ def _resolve(tx, ref: str) -> dict[str, Any]:
     else:
         found = table.search(public_ip=ref.strip())
         address = found[0] if found else None
-    if address is None:
+    if address is None or not visible(address):
         raise NotFound(f"address {ref!r} is not allocated")
     return address

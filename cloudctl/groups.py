@@ -20,8 +20,9 @@ from typing import Any
 
 import netaddr
 
+from cloudctl import quotas
 from cloudctl.errors import InputError, NotFound
-from cloudctl.identity import current_owner
+from cloudctl.identity import current_owner, visible
 from cloudctl.ids import new_id
 from cloudctl.runner import ProgressCallback, run_playbook
 from cloudctl.services import CloudService
@@ -171,6 +172,8 @@ def resolve(tx, ref: str) -> dict[str, Any]:
     table = tx.table(TABLE)
     if ref.startswith("sg-"):
         group = table.get(ref)
+        if group is not None and not visible(group):
+            group = None
     else:
         if ref == DEFAULT:
             return ensure_default(tx)
@@ -185,7 +188,7 @@ class Groups(CloudService):
     def list(self) -> list[dict[str, Any]]:
         with self.store.transaction() as tx:
             ensure_default(tx)
-            groups = tx.table(TABLE).all()
+            groups = [g for g in tx.table(TABLE).all() if visible(g)]
         return sorted(groups, key=lambda g: (g["name"] != DEFAULT, g["name"]))
 
     def show(self, ref: str) -> dict[str, Any]:
@@ -206,6 +209,7 @@ class Groups(CloudService):
             ensure_default(tx)
             if tx.table(TABLE).search(name=name, account=owner.account):
                 raise InputError(f"security group {name!r} already exists")
+            quotas.check(tx, owner, {"ec2:quota-securitygroupnumber": 1})
             return tx.table(TABLE).insert(
                 {
                     "id": new_id("group"),

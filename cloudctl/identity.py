@@ -86,6 +86,12 @@ def visible(record: dict[str, Any], principal: Principal | None = None) -> bool:
     return principal.admin or record.get("account") == principal.account
 
 
+def shared(record: dict[str, Any], principal: Principal | None = None) -> bool:
+    """Whether the principal may use a record others may use too (images: the admin
+    account's images are the cloud's catalogue, public to every account)."""
+    return visible(record, principal) or record.get("account") == ADMIN_ACCOUNT
+
+
 class UnknownAccessKey(CloudError):
     """No access key with this id."""
 

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cloudctl import walrus
+from cloudctl import quotas, walrus
 from cloudctl.errors import InputError
-from cloudctl.identity import current_owner
+from cloudctl.identity import current_owner, shared, visible
 from cloudctl.ids import kind_of, new_id, parse_id
 from cloudctl.state import StateStore
 from cloudctl.walrus import IMAGES, WalrusError
@@ -147,8 +147,10 @@ class Images:
         """Upload the files (those Walrus lacks) and record the image and its kernel/ramdisk."""
         validate_name(name)
         owner = current_owner()
-        if self._machine_named(self.store.all(TABLE), name, owner) is not None:
-            raise InputError(f"image name {name!r} is already taken")
+        with self.store.snapshot() as snap:  # before uploading; checked again to record
+            if self._machine_named(snap.table(TABLE).all(), name, owner) is not None:
+                raise InputError(f"image name {name!r} is already taken")
+            quotas.check(snap, owner, {"ec2:quota-imagenumber": 1})
         files = {"machine": inspect_file(file, progress)}
         if kernel is not None:
             files["kernel"] = inspect_file(kernel, progress)
@@ -160,6 +162,7 @@ class Images:
             table = tx.table(TABLE)
             if self._machine_named(table.all(), name, owner) is not None:
                 raise InputError(f"image name {name!r} is already taken")
+            quotas.check(tx, owner, {"ec2:quota-imagenumber": 1})
             # A concurrent deregister may have deleted a reused object since: check under
             # the lock (deregister deletes objects under it), upload again if so.
             for f in files.values():
@@ -234,6 +237,7 @@ class Images:
         if kind is not None and kind not in KINDS:
             raise InputError(f"bad image kind {kind!r}: expected {', '.join(KINDS)}")
         records = self.store.search(TABLE, **({"kind": kind} if kind else {}))
+        records = [r for r in records if shared(r)]
         return sorted(records, key=lambda r: (KINDS.index(r["kind"]), r["name"], r["id"]))
 
     def show(self, ref: str) -> dict[str, Any]:
@@ -245,7 +249,7 @@ class Images:
     def _find(table: Any, ref: str) -> dict[str, Any]:
         if kind_of(ref.strip().lower()) in ID_KIND.values():
             record = table.get(parse_id(ref, list(ID_KIND.values())))
-            if record is None:
+            if record is None or not shared(record):
                 raise ImageNotFound(ref)
             return record
         owner = current_owner()
@@ -267,7 +271,7 @@ class Images:
         with self.store.transaction() as tx:
             table = tx.table(TABLE)
             record = table.get(image_id)
-            if record is None:
+            if record is None or not visible(record):
                 raise ImageNotFound(image_id)
             if record["kind"] != "machine":
                 users = sorted(r["id"] for r in table.search(**{f"{record['kind']}_id": image_id}))
@@ -277,13 +281,13 @@ class Images:
                         "deregister those first"
                     )
             table.remove(image_id)
-            shared = table.search(sha256=record["sha256"])
-            if not shared:
+            same_object = table.search(sha256=record["sha256"])
+            if not same_object:
                 try:
                     walrus.delete_object(self.s3, IMAGES, record["sha256"])
                 except WalrusError as exc:
                     raise type(exc)(f"{image_id} not deregistered: {exc}") from None
-        return {**record, "object_deleted": not shared}
+        return {**record, "object_deleted": not same_object}
 
     # --- for other services --------------------------------------------------------------
 

@@ -24,16 +24,15 @@ import netaddr
 
 from cloudctl import groups as sg
 from cloudctl import images as images_service
-from cloudctl import walrus
+from cloudctl import keypairs, quotas, usage, walrus
 from cloudctl.addresses import TABLE as ADDRESSES
 from cloudctl.addresses import address_view
 from cloudctl.errors import CapacityError, InputError, NotFound
-from cloudctl.identity import current_owner
+from cloudctl.identity import current_owner, shared, visible
 from cloudctl.ids import InstanceState, new_id, parse_id, require_transition
-from cloudctl.keypairs import TABLE as KEYPAIRS
 from cloudctl.runner import PlayResult, ProgressCallback, TaskResult, run_playbook
 from cloudctl.scheduler import free_resources, place
-from cloudctl.services import CloudService
+from cloudctl.services import CloudService, Recorded
 from cloudctl.state import PoolExhausted
 
 TABLE = "instances"
@@ -86,7 +85,7 @@ class Instances(CloudService):
     def get(self, instance_id: str) -> dict[str, Any]:
         iid = parse_id(instance_id, "instance")
         record = self.store.get(TABLE, iid)
-        if record is None:
+        if record is None or not visible(record):
             raise NotFound(f"instance {iid} does not exist")
         return record
 
@@ -94,7 +93,7 @@ class Instances(CloudService):
         if state is not None and state not in {s.value for s in _S}:
             raise InputError(f"bad state {state!r}: one of {', '.join(s.value for s in _S)}")
         filters = {k: v for k, v in {"state": state, "zone": zone}.items() if v}
-        records = self.store.search(TABLE, **filters)
+        records = [r for r in self.store.search(TABLE, **filters) if visible(r)]
         return sorted(records, key=lambda r: (r["created"], r.get("launch_index", 0)))
 
     # --- run ----------------------------------------------------------------------------
@@ -111,7 +110,10 @@ class Instances(CloudService):
         groups: Iterable[str] = (),
         check: bool = False,
         progress: ProgressCallback | None = None,
+        on_recorded: Recorded | None = None,
     ) -> LaunchResult:
+        """Launch `count` instances in one play. `on_recorded(records)` is called once they
+        are recorded `pending`, before the play (the API answers then)."""
         config = self.config
         itype = config.instance_type(type_name)
         if not 1 <= count <= MAX_COUNT:
@@ -134,6 +136,7 @@ class Instances(CloudService):
                 free = free_resources(cluster.nodes, table.all(), config.instance_types)
                 sched = tx.table(SCHEDULER).get(zone) or {}
                 nodes = place(free, itype, count, config.scheduling_policy, sched.get("last_node"))
+                quotas.check(tx, owner, _instance_quota(itype, count))
                 records = []
                 for index, node in enumerate(nodes):
                     iid = new_id("instance")
@@ -178,6 +181,8 @@ class Instances(CloudService):
         except PoolExhausted as exc:
             raise CapacityError(f"zone {zone}: no free private address ({exc})") from None
 
+        if on_recorded is not None:
+            on_recorded(records)
         extravars = self._run_vars(records, emi, public_keys, user_text, firewalls)
         hosts = sorted({cluster.cc, *(h["node"] for h in [*records, *firewalls])})
         result = run_playbook(
@@ -211,6 +216,7 @@ class Instances(CloudService):
             rules_before = sg.all_effective_rules(tx)
             for r in ok:
                 table.update(r["id"], state=_S.RUNNING.value, event=event)
+                _record_started(tx, r)
             for r in failed:  # their IP and MAC are kept until the hosts are clean
                 table.update(r["id"], state=_S.FAILED.value, reason=reasons[r["id"]], event=event)
             generation = sg.next_generation(tx) if failed else None
@@ -313,20 +319,21 @@ class Instances(CloudService):
 
     def _image(self, image_id: str) -> dict[str, Any]:
         record = self.store.get(images_service.TABLE, image_id)
-        if record is None:
+        if record is None or not shared(record):
             raise NotFound(f"image {image_id} does not exist")
         return record
 
     def _public_key(self, name: str) -> str:
-        record = self.store.get(KEYPAIRS, name)
-        if record is None:
-            raise NotFound(f"key pair {name!r} does not exist")
-        return record["public_key"]
+        with self.store.snapshot() as snap:
+            return keypairs.find(snap, name)["public_key"]
 
     # --- terminate, stop, start, reboot, console ----------------------------------------
 
     def terminate(
-        self, instance_ids: Iterable[str], progress: ProgressCallback | None = None
+        self,
+        instance_ids: Iterable[str],
+        progress: ProgressCallback | None = None,
+        on_recorded: Recorded | None = None,
     ) -> list[dict[str, Any]]:
         ids = [parse_id(i, "instance") for i in instance_ids]
         with self.store.transaction() as tx:
@@ -335,7 +342,7 @@ class Instances(CloudService):
             records = []
             for iid in ids:
                 record = table.get(iid)
-                if record is None:
+                if record is None or not visible(record):
                     raise NotFound(f"instance {iid} does not exist")
                 if record["state"] == _S.TERMINATED:
                     continue
@@ -352,6 +359,8 @@ class Instances(CloudService):
             generation = sg.next_generation(tx) if records else None
             rules_after = sg.all_effective_rules(tx)
             firewalls = sg.changed_firewalls(tx, rules_before, rules_after, generation)
+        if on_recorded is not None:
+            on_recorded([self.get(i) for i in ids])
         if not records:
             return [self.get(i) for i in ids]
         by_instance: dict[str, list[dict[str, Any]]] = {}
@@ -390,7 +399,11 @@ class Instances(CloudService):
         return [self.get(i) for i in ids]
 
     def power(
-        self, instance_ids: Iterable[str], action: str, progress: ProgressCallback | None = None
+        self,
+        instance_ids: Iterable[str],
+        action: str,
+        progress: ProgressCallback | None = None,
+        on_recorded: Recorded | None = None,
     ) -> list[dict[str, Any]]:
         """stop, start or reboot instances (EC2's StopInstances, StartInstances, Reboot...)."""
         wanted = {"stop": _S.STOPPING, "start": _S.PENDING, "reboot": None}[action]
@@ -405,8 +418,12 @@ class Instances(CloudService):
         module_state = {"stop": "stopped", "start": "running", "reboot": "rebooted"}[action]
         if wanted is not None:
             with self.store.transaction() as tx:
+                if action == "start":
+                    quotas.check(tx, current_owner(), {_ACTIVE_QUOTA: len(records)})
                 for r in records:
                     tx.table(TABLE).update(r["id"], state=wanted.value)
+        if on_recorded is not None:
+            on_recorded([self.get(i) for i in ids])
         result = run_playbook(
             self.settings,
             POWER_PLAYBOOK,
@@ -428,6 +445,10 @@ class Instances(CloudService):
                     tx.table(TABLE).update(r["id"], state=r["state"], reason=str(failure))
                 else:
                     tx.table(TABLE).update(r["id"], state=done.value, reason="", event=event)
+                    if action == "stop":
+                        usage.record(tx, r, "instance", "stopped")
+                    elif action == "start":
+                        _record_started(tx, r)
         result.raise_for_failures()
         return [self.get(i) for i in ids]
 
@@ -457,6 +478,26 @@ class _Rollback(Exception):
         self.records = records
         self.firewalls = firewalls
         super().__init__("check mode")
+
+
+_ACTIVE_QUOTA = "ec2:quota-vminstanceactivenumber"
+
+
+def _instance_quota(itype: Any, count: int) -> dict[str, int]:
+    return {
+        "ec2:quota-vminstancenumber": count,
+        _ACTIVE_QUOTA: count,
+        "ec2:quota-cputotalsize": count * itype.cpus,
+        "ec2:quota-memorytotalsize": count * itype.memory_mb,
+        "ec2:quota-disktotalsize": count * itype.disk_gb,
+    }
+
+
+def _record_started(tx, record: Mapping[str, Any]) -> None:
+    usage.record(
+        tx, record, "instance", "started", type=record["type"], vcpus=record["vcpus"],
+        memory_mb=record["memory_mb"], disk_gb=record.get("disk_gb", 0),
+    )  # fmt: skip
 
 
 def _user_data_text(user_data: bytes | None) -> str:
@@ -517,14 +558,19 @@ def end_instance(
     and MAC released (unless `release` is false: its remains are still to be removed), its
     volumes available again, its elastic IP disassociated."""
     iid = record["id"]
+    before = tx.table(TABLE).get(iid)
     tx.table(TABLE).update(iid, state=state.value, **fields)
+    if before is not None and before["state"] not in (_S.TERMINATED, _S.FAILED):
+        usage.record(tx, before, "instance", "terminated")
     if release:
         release_allocations(tx, record)
     for v in tx.table("volumes").all():
         if (v.get("attachment") or {}).get("instance") == iid:
             tx.table("volumes").update(v["id"], state="available", attachment=None)
+            usage.record(tx, v, "volume", "detached", instance_id=iid)
     for a in tx.table(ADDRESSES).search(instance=iid):
         tx.table(ADDRESSES).update(a["id"], instance=None, private_ip=None)
+        usage.record(tx, a, "address", "disassociated")
 
 
 def _item_results(result: PlayResult, task: str):

@@ -1,7 +1,8 @@
 """Key pairs: SSH public keys by name, kept only in the state store (no Ansible play).
 
-Table "keypairs"; a record's `id` is the key pair's name (EC2 names key pairs, they have no
-generated id), so names are unique in the cloud. A record holds the name, the key type, the
+Table "keypairs"; key pairs are named per account, as EC2's (they have no generated id): a
+record's `id` is "ACCOUNT:NAME" (records of clouds from before accounts have the bare name; they
+are found by name and account all the same). A record holds the name, the key type, the
 public key (one OpenSSH line), its fingerprint as OpenSSH prints it (`SHA256:<base64>`), the
 owner (account, user) and the store's `created`/`updated` stamps.
 
@@ -23,7 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from cloudctl.errors import InputError
-from cloudctl.identity import current_owner
+from cloudctl.identity import current_owner, visible
 from cloudctl.state import StateStore
 
 TABLE = "keypairs"
@@ -106,6 +107,13 @@ def parse_public_key(text: str, source: str = "public key") -> tuple[str, str]:
     return key_type, line
 
 
+def find(tx: Any, name: str) -> dict[str, Any]:
+    """The acting account's key pair NAME (names are per account, as EC2's)."""
+    for record in tx.table(TABLE).search(name=name, account=current_owner().account):
+        return record
+    raise KeyPairNotFound(name)
+
+
 class KeyPairs:
     """The key pair service over a state store."""
 
@@ -146,31 +154,27 @@ class KeyPairs:
             return self._insert(tx, name, key_type, line)
 
     def list(self) -> list[dict[str, Any]]:
-        return sorted(self.store.all(TABLE), key=lambda r: r["name"])
+        records = [r for r in self.store.all(TABLE) if visible(r)]
+        return sorted(records, key=lambda r: (r["name"], r["account"]))
 
     def show(self, name: str) -> dict[str, Any]:
-        record = self.store.get(TABLE, name)
-        if record is None:
-            raise KeyPairNotFound(name)
-        return record
+        with self.store.snapshot() as snap:
+            return find(snap, name)
 
     def delete(self, name: str) -> dict[str, Any]:
         """Remove a key pair; a missing one is an error (unlike EC2, which ignores it)."""
         with self.store.transaction() as tx:
-            table = tx.table(TABLE)
-            if table.get(name) is None:
-                raise KeyPairNotFound(name)
-            return table.remove(name)
+            return tx.table(TABLE).remove(find(tx, name)["id"])
 
     @staticmethod
     def _insert(tx: Any, name: str, key_type: str, public_line: str) -> dict[str, Any]:
         table = tx.table(TABLE)
-        if table.get(name) is not None:
-            raise InputError(f"key pair {name!r} already exists")
         owner = current_owner()
+        if table.search(name=name, account=owner.account):
+            raise InputError(f"key pair {name!r} already exists")
         return table.insert(
             {
-                "id": name,
+                "id": f"{owner.account}:{name}",
                 "name": name,
                 "type": key_type,
                 "fingerprint": fingerprint(public_line),

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager
+from typing import Any
 
 from cloudctl.cloudconfig import CloudConfig, config_path, get_config, load_config
 from cloudctl.config import Settings
 from cloudctl.state import StateStore, Transaction
+
+# Called by a long operation with its records once they are in their first state (pending,
+# creating...), before its play runs: the API answers the request then (cloudctl/api).
+Recorded = Callable[[list[dict[str, Any]]], None]
 
 
 class CloudService:

@@ -19,13 +19,13 @@ import string
 from collections.abc import Mapping
 from typing import Any
 
-from cloudctl import walrus
+from cloudctl import quotas, usage, walrus
 from cloudctl.errors import CapacityError, InputError, NotFound
-from cloudctl.identity import current_owner
+from cloudctl.identity import current_owner, visible
 from cloudctl.ids import AttachmentState, SnapshotState, VolumeState, new_id, parse_id
 from cloudctl.instances import TABLE as INSTANCES
 from cloudctl.runner import PlayResult, ProgressCallback, run_playbook
-from cloudctl.services import CloudService
+from cloudctl.services import CloudService, Recorded
 
 TABLE = "volumes"
 SNAPSHOTS = "snapshots"
@@ -52,23 +52,25 @@ class Volumes(CloudService):
     def get(self, volume_id: str) -> dict[str, Any]:
         vid = parse_id(volume_id, "volume")
         record = self.store.get(TABLE, vid)
-        if record is None:
+        if record is None or not visible(record):
             raise NotFound(f"volume {vid} does not exist")
         return record
 
     def list(self, state: str | None = None, zone: str | None = None) -> list[dict[str, Any]]:
         filters = {k: v for k, v in {"state": state, "zone": zone}.items() if v}
-        return sorted(self.store.search(TABLE, **filters), key=lambda r: r["created"])
+        records = [r for r in self.store.search(TABLE, **filters) if visible(r)]
+        return sorted(records, key=lambda r: r["created"])
 
     def get_snapshot(self, snapshot_id: str) -> dict[str, Any]:
         sid = parse_id(snapshot_id, "snapshot")
         record = self.store.get(SNAPSHOTS, sid)
-        if record is None:
+        if record is None or not visible(record):
             raise NotFound(f"snapshot {sid} does not exist")
         return record
 
     def list_snapshots(self) -> list[dict[str, Any]]:
-        return sorted(self.store.all(SNAPSHOTS), key=lambda r: r["created"])
+        records = [r for r in self.store.all(SNAPSHOTS) if visible(r)]
+        return sorted(records, key=lambda r: r["created"])
 
     # --- create / delete ----------------------------------------------------------------
 
@@ -79,8 +81,10 @@ class Volumes(CloudService):
         snapshot_id: str | None = None,
         progress: ProgressCallback | None = None,
         check: bool = False,
+        on_recorded: Recorded | None = None,
     ) -> dict[str, Any] | PlayResult:
-        """The new volume; with check, what the play would change (nothing is recorded)."""
+        """The new volume; with check, what the play would change (nothing is recorded).
+        `on_recorded([volume])` is called once it is recorded `creating`, before the play."""
         snapshot = self.get_snapshot(snapshot_id) if snapshot_id else None
         if snapshot is not None and snapshot["state"] != _S.COMPLETED:
             raise InputError(f"snapshot {snapshot['id']} is {snapshot['state']}")
@@ -131,7 +135,11 @@ class Volumes(CloudService):
                 CREATE_PLAYBOOK, extravars, record["sc"], "volume-create", progress, check=True
             )
         with self.store.transaction() as tx:
+            quotas.check(
+                tx, owner, {"ec2:quota-volumenumber": 1, "ec2:quota-volumetotalsize": size_gb}
+            )
             tx.table(TABLE).insert(record)
+        _recorded(on_recorded, [self.get(vid)])
         result = self._play(CREATE_PLAYBOOK, extravars, record["sc"], "volume-create", progress)
         export = _first_res(result, TASK_EXPORT)
         with self.store.transaction() as tx:
@@ -140,6 +148,7 @@ class Volumes(CloudService):
                     vid, state=_V.ERROR.value, reason=_reason(result), event=result.event_id
                 )
             else:
+                usage.record(tx, record, "volume", "created", size_gb=size_gb)
                 tx.table(TABLE).update(
                     vid,
                     state=_V.AVAILABLE.value,
@@ -151,7 +160,12 @@ class Volumes(CloudService):
         result.raise_for_failures()
         return self.get(vid)
 
-    def delete(self, volume_id: str, progress: ProgressCallback | None = None) -> dict[str, Any]:
+    def delete(
+        self,
+        volume_id: str,
+        progress: ProgressCallback | None = None,
+        on_recorded: Recorded | None = None,
+    ) -> dict[str, Any]:
         with self.store.transaction() as tx:
             record = _get(tx, TABLE, parse_id(volume_id, "volume"), "volume")
             if record["state"] == _V.IN_USE or record.get("attachment"):
@@ -164,6 +178,7 @@ class Volumes(CloudService):
             if record["state"] not in (_V.AVAILABLE, _V.ERROR):
                 raise InputError(f"volume {record['id']} is {record['state']}: cannot delete")
             tx.table(TABLE).update(record["id"], state=_V.DELETING.value)
+        _recorded(on_recorded, [self.get(record["id"])])
         result = self._play(
             DELETE_PLAYBOOK,
             {"cloud_volume": sc_view(record)},
@@ -176,6 +191,8 @@ class Volumes(CloudService):
                 tx.table(TABLE).update(
                     record["id"], state=_V.DELETED.value, reason="", event=result.event_id
                 )
+                if record.get("iqn"):  # it was created (a volume in error never was)
+                    usage.record(tx, record, "volume", "deleted")
             else:
                 tx.table(TABLE).update(
                     record["id"],
@@ -195,6 +212,7 @@ class Volumes(CloudService):
         device: str | None = None,
         progress: ProgressCallback | None = None,
         check: bool = False,
+        on_recorded: Recorded | None = None,
     ) -> dict[str, Any] | PlayResult:
         """The attached volume; with check, what the play would change (nothing recorded)."""
         if device is not None and device not in DEVICE_NAMES:
@@ -232,6 +250,8 @@ class Volumes(CloudService):
             }
             if not check:
                 tx.table(TABLE).update(volume["id"], state=_V.IN_USE.value, attachment=attachment)
+        if not check:
+            _recorded(on_recorded, [self.get(volume["id"])])
         extravars = {"cloud_volume": {**sc_view(volume), **_nc_view(volume, attachment)}}
         hosts = ",".join(sorted({volume["sc"], instance["node"]}))  # export, then hot-plug
         if check:
@@ -247,6 +267,7 @@ class Volumes(CloudService):
                 tx.table(TABLE).update(
                     volume["id"], attachment=attachment, reason="", event=result.event_id
                 )
+                usage.record(tx, volume, "volume", "attached", instance_id=instance["id"])
             elif attached is None:  # the disk may be on the domain: never released on a guess
                 tx.table(TABLE).update(
                     volume["id"],
@@ -265,7 +286,12 @@ class Volumes(CloudService):
             result.raise_for_failures()
         return self.get(volume["id"])
 
-    def detach(self, volume_id: str, progress: ProgressCallback | None = None) -> dict[str, Any]:
+    def detach(
+        self,
+        volume_id: str,
+        progress: ProgressCallback | None = None,
+        on_recorded: Recorded | None = None,
+    ) -> dict[str, Any]:
         with self.store.transaction() as tx:
             volume = _get(tx, TABLE, parse_id(volume_id, "volume"), "volume")
             attachment = volume.get("attachment")
@@ -274,6 +300,7 @@ class Volumes(CloudService):
             tx.table(TABLE).update(
                 volume["id"], attachment={**attachment, "state": _A.DETACHING.value}
             )
+        _recorded(on_recorded, [self.get(volume["id"])])
         extravars = {"cloud_volume": {**sc_view(volume), **_nc_view(volume, attachment)}}
         result = self._play(
             DETACH_PLAYBOOK, extravars, attachment["node"], "volume-detach", progress
@@ -287,6 +314,9 @@ class Volumes(CloudService):
                     attachment=None,
                     reason="",
                     event=result.event_id,
+                )
+                usage.record(
+                    tx, volume, "volume", "detached", instance_id=attachment["instance"]
                 )
             elif detached is None:  # the disk may still be on the domain: stays detaching
                 tx.table(TABLE).update(
@@ -307,13 +337,19 @@ class Volumes(CloudService):
 
     # --- snapshots ----------------------------------------------------------------------
 
-    def snapshot(self, volume_id: str, progress: ProgressCallback | None = None) -> dict[str, Any]:
+    def snapshot(
+        self,
+        volume_id: str,
+        progress: ProgressCallback | None = None,
+        on_recorded: Recorded | None = None,
+    ) -> dict[str, Any]:
         volume = self.get(volume_id)
         if volume["state"] not in (_V.AVAILABLE, _V.IN_USE):
             raise InputError(f"volume {volume['id']} is {volume['state']}: cannot snapshot")
         owner = current_owner()
         sid = new_id("snapshot")
         with self.store.transaction() as tx:
+            quotas.check(tx, owner, {"ec2:quota-snapshotnumber": 1})
             tx.table(SNAPSHOTS).insert(
                 {
                     "id": sid,
@@ -325,6 +361,7 @@ class Volumes(CloudService):
                     "reason": "",
                 }
             )
+        _recorded(on_recorded, [self.get_snapshot(sid)])
         client = walrus.client(self.config.walrus)
         # gzip of raw data can be slightly bigger than the data: one spare part.
         parts = math.ceil(volume["size_gb"] * 1024 / PART_SIZE_MB) + 1
@@ -355,6 +392,11 @@ class Volumes(CloudService):
                     sid, state=_S.ERROR.value, reason=error, event=result.event_id
                 )
             else:
+                snap = tx.table(SNAPSHOTS).get(sid)
+                usage.record(
+                    tx, snap, "snapshot", "created", size_gb=snap["size_gb"],
+                    volume_id=volume["id"], size_bytes=upload["size_bytes"],
+                )  # fmt: skip
                 tx.table(SNAPSHOTS).update(
                     sid,
                     state=_S.COMPLETED.value,
@@ -373,6 +415,8 @@ class Volumes(CloudService):
         if record["state"] == _S.COMPLETED:
             walrus.delete_object(walrus.client(self.config.walrus), walrus.SNAPSHOTS, record["id"])
         with self.store.transaction() as tx:
+            if record["state"] == _S.COMPLETED:
+                usage.record(tx, record, "snapshot", "deleted")
             return tx.table(SNAPSHOTS).remove(record["id"])
 
     # --- internals ----------------------------------------------------------------------
@@ -429,9 +473,14 @@ def _nc_view(volume: Mapping[str, Any], attachment: Mapping[str, Any]) -> dict[s
     }
 
 
+def _recorded(on_recorded: Recorded | None, records: list[dict[str, Any]]) -> None:
+    if on_recorded is not None:
+        on_recorded(records)
+
+
 def _get(tx, table: str, record_id: str, label: str) -> dict[str, Any]:
     record = tx.table(table).get(record_id)
-    if record is None:
+    if record is None or not visible(record):
         raise NotFound(f"{label} {record_id} does not exist")
     return record
 

@@ -93,12 +93,12 @@ def test_create_stores_the_public_key_only(tmp_path):
     assert record["public_key"] == f"{key.get_name()} {key.get_base64()}"
     # paramiko prints SHA256 fingerprints as OpenSSH does.
     assert record["fingerprint"] == key.fingerprint
-    assert (record["account"], record["user"], record["id"]) == ("admin", "admin", "web")
+    assert (record["account"], record["user"], record["id"]) == ("admin", "admin", "admin:web")
     assert record["type"] == "ssh-ed25519" and record["created"]
     raw = (tmp_path / "state.json").read_text()
     body = "".join(private.splitlines()[1:-1])
     assert "PRIVATE" not in raw and body not in raw and body[:40] not in raw
-    assert store.get(TABLE, "web") == record
+    assert store.get(TABLE, "admin:web") == record
 
 
 def test_fingerprint_matches_ssh_keygen(tmp_path, keys):

@@ -26,6 +26,7 @@ def launch(tmp_path) -> tuple[StateStore, list[dict]]:
             records.append(tx.table("instances").insert({
                 "id": iid, **OWNER, "state": "pending", "reason": "", "node": f"nc{n}",
                 "cc": "cc1", "zone": "zone-a", "private_ip": ip, "mac": mac, "groups": [],
+                "type": "m1.small", "vcpus": 1, "memory_mb": 128, "disk_gb": 2,
             }))  # fmt: skip
     return store, records
 
