@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from cloudctl.cli.api import api
 from cloudctl.cli.cloud import cloud, state
 from cloudctl.cli.common import CliContext
 from cloudctl.cli.deploy import deploy
@@ -130,3 +131,4 @@ cli.add_command(account)
 cli.add_command(user)
 cli.add_command(quota)
 cli.add_command(report)
+cli.add_command(api)

@@ -1,0 +1,200 @@
+"""The EC2 Query API as a plain WSGI application (served by gunicorn: cloudctl.api.server).
+
+One request: read its parameters (GET query or POST form, the body bounded), check its SigV4
+signature with the secret of its access key (identity.Identity), run the action's handler as
+the key's principal (identity.acting_as), and answer EC2's XML or EC2's XML error. A plain WSGI
+callable is all this needs: the Query API has one path and no routing, sessions or templates.
+Every request logs one line (action, principal, status, duration), never a secret or signature.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlsplit
+
+from cloudctl import identity
+from cloudctl.api import actions, render, sigv4
+from cloudctl.api.errors import ApiError, api_error, short
+from cloudctl.api.params import Params
+from cloudctl.api.request import ApiRequest, region_of
+from cloudctl.cloudconfig import CloudConfig
+from cloudctl.config import Settings
+from cloudctl.services import CloudService
+from cloudctl.state import StateStore
+
+log = logging.getLogger("cloudctl.api")
+
+SERVICE = "ec2"  # the SigV4 service name EC2 clients sign for
+MAX_BODY_BYTES = 1024 * 1024  # far above any EC2 request (UserData is at most 16 KiB)
+FORM = "application/x-www-form-urlencoded"
+# An access key id -> (its secret, whom it belongs to); identity's errors when there is none.
+Authenticate = Callable[[str], tuple[str, identity.Principal]]
+StartResponse = Callable[..., Any]
+
+
+class Api:
+    """The WSGI application of one cloud (its Settings name the state and configuration)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        authenticate: Authenticate | None = None,
+        max_body_bytes: int = MAX_BODY_BYTES,
+    ) -> None:
+        self.settings = settings
+        self.store = StateStore(settings.state_path)
+        self.authenticate = authenticate or identity.Identity(self.store).authenticate
+        self.max_body_bytes = max_body_bytes
+        self.actions = actions.load()
+
+    def config(self) -> CloudConfig:
+        """The cloud configuration, read per request (a redeploy may change it); the state is
+        refused when missing or of another cloud."""
+        return CloudService(self.settings, store=self.store).config
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        started = time.monotonic()
+        request_id = str(uuid.uuid4())
+        request: ApiRequest | None = None
+        try:
+            request = self._request(environ, request_id)
+            handler = self.actions.get(request.action)
+            if handler is None:
+                raise ApiError(
+                    "InvalidAction",
+                    f"The action {short(request.action)} is not valid for this web service.",
+                )
+            with identity.acting_as(request.principal):
+                payload = render.response(request.action, request_id, handler(request))
+            status, code = 200, "-"
+        except Exception as exc:  # every failure is an EC2 error to the client
+            error = api_error(exc)
+            if error.status >= 500:
+                log.error("request %s failed", request_id, exc_info=exc)
+            status, code = error.status, error.code
+            payload = render.error(error.code, error.message, request_id)
+        log.info(
+            "action=%s principal=%s status=%d code=%s duration_ms=%.1f request_id=%s",
+            short(request.action) if request else "-",
+            request.principal if request else "-",
+            status, code, (time.monotonic() - started) * 1000, request_id,
+        )  # fmt: skip
+        start_response(
+            f"{status} {HTTPStatus(status).phrase}",
+            [
+                ("Content-Type", "text/xml;charset=UTF-8"),
+                ("Content-Length", str(len(payload))),
+                ("x-amzn-RequestId", request_id),
+            ],
+        )
+        return [payload]
+
+    def _request(self, environ: dict[str, Any], request_id: str) -> ApiRequest:
+        """The authenticated request: parameters, principal, configuration."""
+        method = environ.get("REQUEST_METHOD", "GET").upper()
+        if method not in ("GET", "POST"):
+            raise ApiError("MethodNotAllowed", f"{method} is not supported: use GET or POST", 405)
+        query = _pairs(environ.get("QUERY_STRING", ""))
+        body = self._body(environ) if method == "POST" else b""
+        params = dict(query) | (dict(_pairs(body.decode("latin-1"))) if body else {})
+
+        config = self.config()
+        principals: dict[str, identity.Principal] = {}
+
+        def secret_of(access_key_id: str) -> str | None:
+            try:
+                secret, principals[access_key_id] = self.authenticate(access_key_id)
+            except (identity.UnknownAccessKey, identity.InactiveAccessKey):
+                return None
+            return secret
+
+        headers = _headers(environ)
+        signed = sigv4.verify(
+            method,
+            _raw_path(environ),
+            query,
+            headers,
+            sigv4.payload_hash(SERVICE, body, headers),
+            secret_of,
+            service=SERVICE,
+            region=region_of(config),
+        )
+        action = params.get("Action", "")
+        if not action:
+            raise ApiError("MissingAction", "The request must contain the parameter Action")
+        return ApiRequest(
+            action=action,
+            params=Params({k: v for k, v in params.items() if not k.startswith("X-Amz-")}),
+            principal=principals[signed.access_key_id],
+            settings=self.settings,
+            store=self.store,
+            request_id=request_id,
+            endpoint=_endpoint(environ),
+            _config=config,
+        )
+
+    def _body(self, environ: dict[str, Any]) -> bytes:
+        """A form POST's body, refused past max_body_bytes."""
+        content_type = environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
+        if content_type != FORM:
+            raise ApiError(
+                "InvalidParameterValue",
+                f"Content-Type {content_type or '(none)'} is not supported: use {FORM}",
+            )
+        length = environ.get("CONTENT_LENGTH") or ""
+        if length and not length.isdigit():
+            raise ApiError(
+                "InvalidParameterValue", f"Content-Length {short(length)} is not a number"
+            )
+        if length and int(length) > self.max_body_bytes:
+            raise _too_large(self.max_body_bytes)
+        body = environ["wsgi.input"].read(int(length) if length else self.max_body_bytes + 1)
+        if len(body) > self.max_body_bytes:
+            raise _too_large(self.max_body_bytes)
+        return body
+
+
+def _pairs(text: str) -> list[tuple[str, str]]:
+    """Decoded name/value pairs of a query string or form body (UTF-8, percent-encoded)."""
+    try:
+        raw = text.encode("latin-1").decode("utf-8")
+        return parse_qsl(raw, keep_blank_values=True, errors="strict")
+    except (UnicodeError, ValueError):
+        raise ApiError("MalformedQueryString", "The parameters are not valid UTF-8") from None
+
+
+def _headers(environ: dict[str, Any]) -> dict[str, str]:
+    """The request's headers, lowercase names (WSGI keeps them as HTTP_* and CONTENT_*)."""
+    headers = {
+        key[5:].replace("_", "-").lower(): value
+        for key, value in environ.items()
+        if key.startswith("HTTP_")
+    }
+    for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+        if environ.get(key):
+            headers[key.replace("_", "-").lower()] = environ[key]
+    return headers
+
+
+def _raw_path(environ: dict[str, Any]) -> str:
+    """The path as the client sent it (still percent-encoded), which the client signed."""
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")  # gunicorn, uwsgi
+    if raw:
+        return urlsplit(raw).path or "/"
+    path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+    return quote(path.encode("latin-1"), safe="/~") or "/"
+
+
+def _endpoint(environ: dict[str, Any]) -> str:
+    host = environ.get("HTTP_HOST") or f"{environ['SERVER_NAME']}:{environ['SERVER_PORT']}"
+    return f"{environ.get('wsgi.url_scheme', 'http')}://{host}/"
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError("RequestEntityTooLarge", f"The request body is larger than {limit} bytes", 413)

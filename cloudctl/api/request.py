@@ -1,0 +1,49 @@
+"""What an action handler gets: the request's parameters, who sends it, and the cloud."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from cloudctl.api.params import Params
+from cloudctl.cloudconfig import CloudConfig
+from cloudctl.config import Settings
+from cloudctl.identity import Principal
+from cloudctl.services import CloudService
+from cloudctl.state import StateStore
+
+S = TypeVar("S", bound=CloudService)
+DEFAULT_REGION = "eucalyptus"  # Eucalyptus's one region, unless the configuration names one
+
+
+@dataclass
+class ApiRequest:
+    action: str
+    params: Params
+    principal: Principal
+    settings: Settings
+    store: StateStore
+    request_id: str
+    endpoint: str  # the URL the client reached the service at
+    _config: CloudConfig | None = field(default=None, repr=False)
+
+    @property
+    def config(self) -> CloudConfig:
+        """The cloud configuration, read once per request (checked against the state)."""
+        if self._config is None:
+            self._config = CloudService(self.settings, store=self.store).config
+        return self._config
+
+    @property
+    def region(self) -> str:
+        return region_of(self.config)
+
+    def service(self, cls: type[S]) -> S:
+        """A service of the service layer (Zones, Instances, ...) on this request's cloud: the
+        API acts through the same code as the CLI."""
+        return cls(self.settings, store=self.store, config=self.config)
+
+
+def region_of(config: CloudConfig) -> str:
+    """The cloud's one region: clients sign for it and DescribeRegions lists it."""
+    return config.api.region if config.api else DEFAULT_REGION
