@@ -220,10 +220,17 @@ def signature(secret: str, amz_date: str, region: str, service: str, canonical: 
     string_to_sign = "\n".join(
         [ALGORITHM, amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()]
     )
-    key = f"AWS4{secret}".encode()
-    for part in (amz_date[:8], region, service, "aws4_request"):
-        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    key = signing_key(secret, amz_date[:8], region, service)
     return hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
+
+
+def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
+    """The key derived from the secret for one day (YYYYMMDD), region and service (it also
+    signs the chunks of S3's streaming uploads)."""
+    key = f"AWS4{secret}".encode()
+    for part in (date, region, service, "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    return key
 
 
 # --- parsing the two forms ---------------------------------------------------------------
