@@ -81,6 +81,7 @@ class SignedRequest:
     signed_headers: tuple[str, ...]
     date: datetime
     presigned: bool
+    signature: str  # the request's own: the seed of an S3 streaming upload's chunk signatures
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,8 @@ def verify(
             "check the secret access key and the signing method"
         )
     return SignedRequest(
-        sig.access_key_id, sig.region, sig.service, sig.signed_headers, date, presigned
+        sig.access_key_id, sig.region, sig.service, sig.signed_headers, date, presigned,
+        sig.signature,
     )
 
 
