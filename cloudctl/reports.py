@@ -17,7 +17,8 @@ Semantics (every figure is computed in whole seconds, exactly, with integers):
   associated -> disassociated or released; bucket created -> deleted. An opening event while
   the span is open, or a closing event while it is closed, changes nothing (a repeated record).
 - A span still open (no closing event yet) counts up to `to`, or up to now when `to` is in the
-  future: nobody knows yet whether a running instance will still run at `to`.
+  future: nobody knows yet whether a running instance will still run at `to`. Nothing counts
+  after now (a record stamped in the future by a skewed clock does not either).
 - Hours are span seconds / 3600. GB-hours multiply by the size recorded at the opening event:
   volume and snapshot size_gb; instance memory_mb / 1024 (memory GB-hours); S3 bytes / 2^30
   (GB = GiB, as volume sizes and AWS's storage bills count them). vCPU-hours: vcpus x hours.
@@ -106,14 +107,10 @@ class Window:
             raise InputError(f"--to {iso(end_s)} must be after --from {iso(start_s)}")
         return cls(start_s, end_s, now_s)
 
-    @property
-    def open_end(self) -> int:
-        """Where a span with no closing event stops counting."""
-        return min(self.end, self.now)
-
     def overlap(self, start: int, end: int | None) -> int:
-        """Seconds of the span [start, end) (end None: still open) inside the window."""
-        stop = self.open_end if end is None else min(end, self.end)
+        """Seconds of the span [start, end) (end None: still open) inside the window, up to
+        now at most."""
+        stop = min(self.end, self.now) if end is None else min(end, self.end, self.now)
         return max(0, stop - max(start, self.start))
 
     def __contains__(self, moment: int) -> bool:

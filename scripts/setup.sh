@@ -11,9 +11,9 @@ APT_PACKAGES=(
   qemu-system-x86 qemu-utils qemu-block-extra libvirt-daemon-system libvirt-clients
   python3-libvirt python3-boto3 python3-yaml genisoimage tgt dnsmasq-base dnsmasq-utils iptables ebtables
   bridge-utils iproute2 supervisor lvm2 busybox-static dropbear-bin cpio conntrack
-  # used by the tests (strace: command lines of a module run), and by the benchmarks (GNU
-  # time: peak RSS)
-  iputils-ping time strace
+  # used by the tests (strace: command lines of a module run; chromium: screenshots of the
+  # HTML usage report), and by the benchmarks (GNU time: peak RSS)
+  iputils-ping time strace chromium
 )
 
 export DEBIAN_FRONTEND=noninteractive
