@@ -1,7 +1,7 @@
 """Usage reports: figures per account and user from the usage record (cloudctl/usage.py).
 
     window = Window.parse("2026-01-15", "2026-01-16")
-    report = usage_report(snap.table(usage.TABLE).all(), "instance", window)
+    report = usage_report(snap.table.row(usage.TABLE).all(), "instance", window)
     print(to_csv(report))
 
 Semantics (every figure is computed in whole seconds, exactly, with integers):
@@ -22,7 +22,8 @@ Semantics (every figure is computed in whole seconds, exactly, with integers):
 - Hours are span seconds / 3600. GB-hours multiply by the size recorded at the opening event:
   volume and snapshot size_gb; instance memory_mb / 1024 (memory GB-hours); S3 bytes / 2^30
   (GB = GiB, as volume sizes and AWS's storage bills count them). vCPU-hours: vcpus x hours.
-  An instance is counted with the type, vcpus and memory of its last "started" event.
+  Each run of an instance (started -> stopped) counts with the type, vcpus and memory_mb
+  of its own "started" event.
 - S3: a bucket holds 0 bytes from "created" until its first "stored" sample, then each
   sample's bytes (the bucket's total after a change) until the next sample; nothing after
   "deleted". A sample of a bucket with no "created" record opens it (the sample proves it
@@ -153,19 +154,24 @@ def spans(events: list[Event], opens: set[str], closes: set[str]) -> list[Span]:
 
 
 def events_by_resource(docs: Iterable[Mapping[str, Any]], kind: str) -> dict[str, list[Event]]:
-    """The events of one kind per resource id, in time order (ties: in recorded order)."""
-    by_resource: dict[str, list[Event]] = defaultdict(list)
+    """The events of one kind per resource id, in time order to the microsecond (ties: in
+    recorded order)."""
+    timed: dict[str, list[tuple[datetime, Mapping[str, Any]]]] = defaultdict(list)
     for doc in docs:
         if doc.get("kind") != kind:
             continue
         try:
-            at = to_seconds(parse_time(str(doc["at"]), "at"))
+            at = parse_time(str(doc["at"]), "at")
         except (KeyError, InputError):
             raise StateError(f"usage record {doc.get('id')} has no valid time") from None
-        by_resource[str(doc["resource_id"])].append(Event(at, str(doc["event"]), doc))
-    for events in by_resource.values():
-        events.sort(key=lambda e: e.at)  # stable: equal times keep the recorded order
-    return by_resource
+        timed[str(doc["resource_id"])].append((at, doc))
+    return {
+        resource_id: [
+            Event(to_seconds(at), str(doc["event"]), doc)
+            for at, doc in sorted(records, key=lambda record: record[0])  # stable sort
+        ]
+        for resource_id, records in timed.items()
+    }
 
 
 # --- figures per report type ----------------------------------------------------------------
@@ -211,7 +217,7 @@ class _Rows:
         self.rows: dict[tuple[str, ...], dict[str, Any]] = {}
         self.seen: dict[tuple[tuple[str, ...], str], set[str]] = defaultdict(set)
 
-    def __call__(self, key: tuple[str, ...]) -> dict[str, Any]:
+    def row(self, key: tuple[str, ...]) -> dict[str, Any]:
         if key not in self.rows:
             self.rows[key] = {**dict(zip(self.keys, key, strict=True))}
             self.rows[key].update(dict.fromkeys(self.fields, 0))
@@ -222,13 +228,13 @@ class _Rows:
         seen = self.seen[(key, field_name)]
         if resource_id not in seen:
             seen.add(resource_id)
-            self(key)[field_name] += 1
+            self.row(key)[field_name] += 1
 
     def count_events(self, events: list[Event], window: Window, names: Iterable[str]) -> None:
         """+1 on field `name` of the event's owner for each event of these names in the window."""
         for event in events:
             if event.name in names and event.at in window:
-                self(event.owner)[event.name] += 1
+                self.row(event.owner)[event.name] += 1
 
     def sorted(self) -> list[dict[str, Any]]:
         return [self.rows[key] for key in sorted(self.rows)]
@@ -240,13 +246,13 @@ def _instance_rows(
     for resource_id, events in by_resource.items():
         starts = [e for e in events if e.name == "started"]
         if starts and starts[0].at in window:
-            table((*starts[0].owner, str(starts[0].doc.get("type", ""))))["launched"] += 1
+            table.row((*starts[0].owner, str(starts[0].doc.get("type", ""))))["launched"] += 1
         for span in spans(events, {"started"}, {"stopped", "terminated"}):
             seconds = window.overlap(span.start, span.end)
             if seconds:
                 doc = span.opening.doc
                 key = (*span.opening.owner, str(doc.get("type", "")))
-                row = table(key)
+                row = table.row(key)
                 row["instance_seconds"] += seconds
                 row["vcpu_seconds"] += int(doc.get("vcpus", 0)) * seconds
                 row["memory_mb_seconds"] += int(doc.get("memory_mb", 0)) * seconds
@@ -263,12 +269,14 @@ def _lifetime_rows(
             seconds = window.overlap(span.start, span.end)
             if seconds:
                 size = int(span.opening.doc.get(life.size, 0)) if life.size else 1
-                table(span.opening.owner)[life.seconds] += size * seconds
+                table.row(span.opening.owner)[life.seconds] += size * seconds
                 table.count_once(span.opening.owner, life.noun, resource_id)
         if life.inner:
             opens, closes, inner_field = life.inner
             for span in spans(events, {opens}, closes):
-                table(span.opening.owner)[inner_field] += window.overlap(span.start, span.end)
+                seconds = window.overlap(span.start, span.end)
+                if seconds:
+                    table.row(span.opening.owner)[inner_field] += seconds
     return table.sorted()
 
 
@@ -282,7 +290,7 @@ def _bucket_rows(
             seconds = window.overlap(start, end)
             if seconds:
                 table.count_once(owner, "buckets", resource_id)
-                table(owner)["byte_seconds"] += stored * seconds
+                table.row(owner)["byte_seconds"] += stored * seconds
                 clipped = max(start, window.start)
                 changes[owner] += [(clipped, stored), (clipped + seconds, -stored)]
     for owner, owner_changes in changes.items():
@@ -290,7 +298,7 @@ def _bucket_rows(
         for _, change in sorted(owner_changes):  # at one instant, decreases come first
             total += change
             peak = max(peak, total)
-        table(owner)["max_bytes"] = peak
+        table.row(owner)["max_bytes"] = peak
     return table.sorted()
 
 

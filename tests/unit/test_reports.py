@@ -98,9 +98,9 @@ SCENARIO = [
 
 
 def record_all(state: Path, events=SCENARIO) -> None:
-    """The events through usage.record, in one transaction, shuffled out of time order."""
+    """The events through usage.record, in one transaction, in the given order."""
     with StateStore(state).transaction() as tx:
-        for owner, resource_id, kind, event, time, figures in reversed(events):
+        for owner, resource_id, kind, event, time, figures in events:
             account, user = owner if isinstance(owner, tuple) else owner.split("/")
             resource = {"id": resource_id, "account": account, "user": user}
             at = time if "T" in time else f"{DAY}T{time}"
@@ -110,7 +110,7 @@ def record_all(state: Path, events=SCENARIO) -> None:
 @pytest.fixture
 def state(tmp_path: Path) -> Path:
     path = init_state(tmp_path / "state.json")
-    record_all(path)
+    record_all(path, SCENARIO[::-1])  # out of time order: reports sort by time
     return path
 
 
@@ -428,10 +428,19 @@ def test_repeated_and_unmatched_records_change_nothing(tmp_path):
         ("dev/alice", "photos", "bucket", "stored", "10:00:00", {"bytes": 10}),  # no "created"
         ("dev/alice", "photos", "bucket", "created", "10:30:00", {"bucket": "photos"}),
         ("dev/alice", "photos", "bucket", "stored", "11:00:00", {"bytes": 30}),
+        # recorded in this order, but ordered by their microseconds: a run within 10:50:00
+        ("dev/bob", "i-b1", "instance", "stopped", "10:50:00.900000", {}),
+        ("dev/bob", "i-b1", "instance", "started", "10:50:00.100000", SMALL),
+        # an address whose whole life was before the window: no row
+        ("ops/dave", "eipalloc-d1", "address", "allocated", "09:00:00", {}),
+        ("ops/dave", "eipalloc-d1", "address", "associated", "09:10:00", {}),
+        ("ops/dave", "eipalloc-d1", "address", "released", "09:30:00", {}),
     ])  # fmt: skip
     docs = StateStore(state).all(usage.TABLE)
-    [instance] = rows(docs, "instance")
-    assert (instance["instance_seconds"], instance["launched"]) == (3600, 1)
+    [alice, bob] = rows(docs, "instance")
+    assert (alice["instance_seconds"], alice["launched"]) == (3600, 1)
+    assert (bob["instance_seconds"], bob["launched"], bob["instances"]) == (0, 1, 0)
+    assert rows(docs, "elastic-ip") == []
     [bucket] = rows(docs, "s3")
     assert bucket["byte_seconds"] == 10 * 3600 + 30 * 7200
     assert (bucket["buckets"], bucket["created"], bucket["max_bytes"]) == (1, 1, 30)
