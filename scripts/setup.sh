@@ -12,8 +12,9 @@ APT_PACKAGES=(
   python3-libvirt python3-boto3 python3-yaml genisoimage tgt dnsmasq-base dnsmasq-utils iptables ebtables
   bridge-utils iproute2 supervisor lvm2 busybox-static dropbear-bin cpio conntrack
   # used by the tests (strace: command lines of a module run; chromium: screenshots of the
-  # HTML usage report), and by the benchmarks (GNU time: peak RSS)
-  iputils-ping time strace chromium
+  # HTML usage report; awscli: the EC2 API driven by Debian's aws), and by the benchmarks
+  # (GNU time: peak RSS)
+  iputils-ping time strace chromium awscli
 )
 
 export DEBIAN_FRONTEND=noninteractive
