@@ -47,7 +47,8 @@ KEYS: dict[str, tuple[str, Callable[[dict[str, Any]], bool], Measure]] = {
     "ec2:quota-addressnumber": ("addresses", lambda r: True, lambda r: 1),
     "ec2:quota-imagenumber": ("images", lambda r: r.get("kind", "machine") == "machine",
                               lambda r: 1),
-    "ec2:quota-securitygroupnumber": ("groups", lambda r: r["id"].startswith("sg-"),
+    # The default group is made by the cloud on first use: it does not count.
+    "ec2:quota-securitygroupnumber": ("groups", lambda r: r.get("name") != "default",
                                       lambda r: 1),
     "s3:quota-bucketnumber": ("buckets", lambda r: True, lambda r: 1),
     "s3:quota-buckettotalsize": ("buckets", lambda r: True,

@@ -11,7 +11,9 @@ from cloudctl.cli.output import output_result
 from cloudctl.errors import InputError
 from cloudctl.instances import Instances
 
-LIST_COLUMNS = ["id", "image_id", "type", "zone", "node", "private_ip", "state", "keypair"]
+LIST_COLUMNS = [
+    "id", "image_id", "type", "zone", "node", "private_ip", "state", "keypair", "account"
+]  # fmt: skip
 SHOW_COLUMNS = [
     "id", "reservation", "image_id", "kernel_id", "ramdisk_id", "type", "zone", "node",
     "private_ip", "mac", "keypair", "state", "reason", "event", "account", "user", "created",

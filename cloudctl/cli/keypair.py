@@ -13,7 +13,7 @@ from cloudctl.errors import CloudError, InputError, error_lines
 from cloudctl.keypairs import KeyPairs
 from cloudctl.state import StateStore
 
-LIST_COLUMNS = ["name", "type", "fingerprint", "created"]
+LIST_COLUMNS = ["name", "type", "fingerprint", "created", "account"]
 SHOW_COLUMNS = ["name", "type", "fingerprint", "account", "user", "created", "public_key"]
 
 

@@ -23,6 +23,7 @@ from cloudctl.cli.output import FORMATS
 from cloudctl.cli.reconcile import reconcile
 from cloudctl.cli.report import report
 from cloudctl.cli.service import service
+from cloudctl.cli.tag import tag
 from cloudctl.cli.volume import snapshot, volume
 from cloudctl.errors import error_lines, exit_code_for
 from cloudctl.identity import acting_as, parse_principal
@@ -130,5 +131,6 @@ cli.add_command(state)
 cli.add_command(account)
 cli.add_command(user)
 cli.add_command(quota)
+cli.add_command(tag)
 cli.add_command(report)
 cli.add_command(api)

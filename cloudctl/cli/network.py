@@ -10,8 +10,8 @@ from cloudctl.cli.output import output_result
 from cloudctl.groups import Groups, parse_rule
 from cloudctl.zones import Zones
 
-GROUP_COLUMNS = ["id", "name", "description", "rules"]
-ADDRESS_COLUMNS = ["id", "public_ip", "zone", "instance", "private_ip"]
+GROUP_COLUMNS = ["id", "name", "description", "rules", "account"]
+ADDRESS_COLUMNS = ["id", "public_ip", "zone", "instance", "private_ip", "account"]
 
 
 def _rule_text(rule: dict, names: dict[str, str]) -> str:

@@ -15,12 +15,16 @@ from cloudctl.cli.output import output_result
 from cloudctl.runner import PlayResult
 from cloudctl.volumes import Volumes
 
-LIST_COLUMNS = ["id", "size_gb", "zone", "state", "instance", "device", "snapshot_id"]
+LIST_COLUMNS = [
+    "id", "size_gb", "zone", "state", "instance", "device", "snapshot_id", "account"
+]  # fmt: skip
 SHOW_COLUMNS = [
     "id", "size_gb", "zone", "sc", "state", "reason", "instance", "device", "attach_state",
     "snapshot_id", "iqn", "event", "account", "user", "created",
 ]  # fmt: skip
-SNAPSHOT_COLUMNS = ["id", "volume_id", "size_gb", "state", "compressed_bytes", "created"]
+SNAPSHOT_COLUMNS = [
+    "id", "volume_id", "size_gb", "state", "compressed_bytes", "created", "account"
+]  # fmt: skip
 
 
 def _service(obj: CliContext) -> Volumes:
