@@ -99,6 +99,29 @@ REFUSED_ID = {  # ids and references: looked up, never found
     ("cloud", "remove", "name"): "cloud remove {C}",
     ("cloud", "add", "name"): "cloud add {C} --inventory {INV}",
     ("host", "trust", "hosts"): "host trust {C}",
+    ("account", "create", "name"): "account create {C}",
+    ("account", "show", "name"): "account show {C}",
+    ("account", "delete", "name"): "account delete {C}",
+    ("user", "create", "name"): "user create {C}",
+    ("user", "delete", "name"): "user delete {C}",
+    ("user", "credentials", "name"): "user credentials {C} --output-dir {OUT}",
+    ("user", "credentials", "output_dir"): "user credentials admin/nobody --output-dir {OUT}",
+    ("user", "key", "create", "name"): "user key create {C}",
+    ("user", "key", "list", "name"): "user key list {C}",
+    ("user", "key", "activate", "key_id"): "user key activate {C}",
+    ("user", "key", "deactivate", "key_id"): "user key deactivate {C}",
+    ("user", "key", "delete", "key_id"): "user key delete {C}",
+    ("quota", "set", "target"): "quota set {C} ec2:quota-volumenumber 1",
+    ("quota", "set", "limit"): "quota set admin ec2:quota-volumenumber {C}",
+    ("quota", "show", "target"): "quota show {C}",
+    ("tag", "set", "resource_id"): "tag set {C} a=b",
+    ("tag", "unset", "resource_id"): "tag unset {C} a",
+    ("tag", "unset", "keys"): "tag unset {SG} {C}",  # longer than a tag key may be
+    ("report", "usage", "start"): "report usage --type instance --from {C}",
+    ("report", "usage", "end"): "report usage --type instance --to {C}",
+    ("api", "serve", "bind"): "api serve --bind {C}",
+    ("api", "serve", "certfile"): "api serve --bind 127.0.0.1:1 --certfile {C} --keyfile {F}",
+    ("api", "serve", "keyfile"): "api serve --bind 127.0.0.1:1 --certfile {F} --keyfile {C}",
 }  # fmt: skip
 FILTERS = {  # patterns and filters: they select nothing, keep nothing
     ("deploy", "limit"): "deploy --check --limit {C}",
@@ -109,6 +132,8 @@ FILTERS = {  # patterns and filters: they select nothing, keep nothing
     ("volume", "list", "state"): "volume list --state {C}",
     ("volume", "list", "zone"): "volume list --zone {C}",
     ("event", "list", "operation"): "event list --operation {C}",
+    ("user", "list", "account_name"): "-o json user list --account {C}",
+    ("report", "usage", "account"): "-o json report usage --type instance --account {C}",
 }  # fmt: skip
 IMAGES = "deregister the images the case registered"
 # Kept as data: (arguments, the commands that remove what the case made).
@@ -135,6 +160,9 @@ KEPT = {
     ("cloud", "add", "inventory"): ("cloud add canary --inventory {F}", []),
     ("cloud", "add", "home"): ("cloud add canary-h --inventory {INV} --home {F}", []),
     ("cloud", "add", "state"): ("cloud add canary-s --inventory {INV} --state {F}", []),
+    ("tag", "set", "tags"): ("tag set {SG} canary={C}", ["tag unset {SG} canary"]),
+    ("report", "usage", "output_file"): (
+        "report usage --type instance --format html --output-file {OUT}", []),
 }  # fmt: skip
 USER_DATA_CASE = ("instance", "run", "user_data_file")
 
@@ -184,7 +212,8 @@ def canary_files(tmp_path_factory, ops_cloud):
     user_data = work / "user-data"
     user_data.write_bytes(USER_DATA.encode())
     return {"F": weird, "OUT": work / f"out-{FILE_NAME}", "DISK": disk, "PUB": pub, "UD": user_data, "INV": ops_cloud.inventory,
-            "EMI": ops_cloud.ids["emi"], "C": CANARY, "N": NARROW, "work": work}  # fmt: skip
+            "EMI": ops_cloud.ids["emi"], "C": CANARY, "N": NARROW, "work": work,
+            "SG": ops_cloud.json("group", "show", "default")[0]["id"]}  # fmt: skip
 
 
 def _argv(template: str, files: dict) -> list[str]:
@@ -237,7 +266,10 @@ def test_patterns_and_filters_select_nothing(ops_cloud, canary_files, marks, cas
     if proc.returncode == 0:
         # Nothing selected, or (deploy --tags) only the precheck, tagged always: no change.
         rows = proc.stdout.strip().splitlines()[1:]
-        assert proc.stdout.strip() in ("", "[]") or all(row.split()[2] == "0" for row in rows)
+        if proc.stdout.startswith("{"):  # a report: no rows
+            assert json.loads(proc.stdout)["rows"] == []
+        else:
+            assert proc.stdout.strip() in ("", "[]") or all(row.split()[2] == "0" for row in rows)
     else:
         assert proc.stderr.startswith("Error: ")
     assert _markers(ops_cloud) == []
@@ -260,6 +292,9 @@ def test_text_is_kept_as_data(ops_cloud, canary_files, marks, case):
             _, clouds = load_clouds(canary_files["work"] / "clouds.yaml")
             kept = [str(p) for c in clouds.values() for p in (c.inventory, c.home, c.state)]
             assert str(canary_files["F"]) in kept
+        elif case == ("report", "usage", "output_file"):
+            assert canary_files["OUT"].read_text().startswith("<!DOCTYPE html>")
+            canary_files["OUT"].unlink()
         elif case == ("keypair", "create", "output_file"):
             assert canary_files["OUT"].read_text().startswith("-----BEGIN OPENSSH PRIVATE KEY")
             canary_files["OUT"].unlink()
