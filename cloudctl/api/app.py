@@ -61,9 +61,11 @@ class Api:
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         started = time.monotonic()
         request_id = str(uuid.uuid4())
-        request: ApiRequest | None = None
+        # What the log line tells, filled in as the request is read: an access key and an
+        # action are known before the signature is checked.
+        seen = {"action": "-", "key": "-", "principal": "-"}
         try:
-            request = self._request(environ, request_id)
+            request = self._request(environ, request_id, seen)
             handler = self.actions.get(request.action)
             if handler is None:
                 raise ApiError(
@@ -80,10 +82,9 @@ class Api:
             status, code = error.status, error.code
             payload = render.error(error.code, error.message, request_id)
         log.info(
-            "action=%s principal=%s status=%d code=%s duration_ms=%.1f request_id=%s",
-            short(request.action) if request else "-",
-            request.principal if request else "-",
-            status, code, (time.monotonic() - started) * 1000, request_id,
+            "action=%s principal=%s key=%s status=%d code=%s duration_ms=%.1f request_id=%s",
+            _loggable(seen["action"]), seen["principal"], _loggable(seen["key"]), status, code,
+            (time.monotonic() - started) * 1000, request_id,
         )  # fmt: skip
         start_response(
             f"{status} {HTTPStatus(status).phrase}",
@@ -95,7 +96,9 @@ class Api:
         )
         return [payload]
 
-    def _request(self, environ: dict[str, Any], request_id: str) -> ApiRequest:
+    def _request(
+        self, environ: dict[str, Any], request_id: str, seen: dict[str, str]
+    ) -> ApiRequest:
         """The authenticated request: parameters, principal, configuration."""
         method = environ.get("REQUEST_METHOD", "GET").upper()
         if method not in ("GET", "POST"):
@@ -103,11 +106,13 @@ class Api:
         query = _pairs(environ.get("QUERY_STRING", ""))
         body = self._body(environ) if method == "POST" else b""
         params = dict(query) | (dict(_pairs(body.decode("latin-1"))) if body else {})
+        seen["action"] = params.get("Action") or "-"
 
         config = self.config()
         principals: dict[str, identity.Principal] = {}
 
         def secret_of(access_key_id: str) -> str | None:
+            seen["key"] = access_key_id
             try:
                 secret, principals[access_key_id] = self.authenticate(access_key_id)
             except (identity.UnknownAccessKey, identity.InactiveAccessKey):
@@ -125,13 +130,15 @@ class Api:
             service=SERVICE,
             region=region_of(config),
         )
+        principal = principals[signed.access_key_id]
+        seen["principal"] = str(principal)
         action = params.get("Action", "")
         if not action:
             raise ApiError("MissingAction", "The request must contain the parameter Action")
         return ApiRequest(
             action=action,
             params=Params({k: v for k, v in params.items() if not k.startswith("X-Amz-")}),
-            principal=principals[signed.access_key_id],
+            principal=principal,
             settings=self.settings,
             store=self.store,
             request_id=request_id,
@@ -198,3 +205,8 @@ def _endpoint(environ: dict[str, Any]) -> str:
 
 def _too_large(limit: int) -> ApiError:
     return ApiError("RequestEntityTooLarge", f"The request body is larger than {limit} bytes", 413)
+
+
+def _loggable(text: str) -> str:
+    """A value the client sent, fit for one log line (short, printable, no spaces)."""
+    return "".join(c if c.isprintable() and not c.isspace() else "?" for c in short(text))

@@ -276,6 +276,9 @@ def test_api_server_with_boto3_and_awscli(api_cloud, monkeypatch):
     cloud.server.send_signal(signal.SIGTERM)
     assert cloud.server.wait(timeout=20) == 0
     text = cloud.log.read_text()
-    assert "action=DescribeRegions principal=dev/alice status=200" in text
-    assert "action=LaunchRockets principal=dev/alice status=400 code=InvalidAction" in text
+    assert f"action=DescribeRegions principal=dev/alice key={key_id} status=200" in text
+    assert (
+        f"action=LaunchRockets principal=dev/alice key={key_id} status=400 code=InvalidAction"
+        in text
+    )
     assert secret not in text and "Signature=" not in text

@@ -225,19 +225,28 @@ def test_handlers_run_as_the_key_owner_and_requests_are_logged(cloud, caplog):
     def who_am_i(request):
         return {"regionInfo": [{"regionName": str(current_owner())}]}
 
+    alice = keys["alice"]
     try:
         app.actions = actions.ACTIONS
         with caplog.at_level(logging.INFO, logger="cloudctl.api"):
             # parsed as DescribeRegions: the same response layout
-            status, out = call(app, keys["alice"], {"Action": "WhoAmI"}, parse_as="DescribeRegions")
+            status, out = call(app, alice, {"Action": "WhoAmI"}, parse_as="DescribeRegions")
+            call(app, alice, {"Action": "Bad\nline"}, secret="wrong")
         assert status == 200 and out["Regions"][0]["RegionName"] == "dev/alice"
         assert current_owner() == ADMIN  # only for the request
     finally:
         del actions.ACTIONS["WhoAmI"]
-    line = next(r.getMessage() for r in caplog.records if "action=WhoAmI" in r.getMessage())
-    assert "principal=dev/alice status=200 code=-" in line
-    assert keys["alice"]["secret_access_key"] not in caplog.text
-    assert "Signature" not in caplog.text
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0].startswith(
+        f"action=WhoAmI principal=dev/alice key={alice['access_key_id']} status=200 code=- "
+    )
+    # a failed signature: who tried, and the client's text made one harmless word
+    assert lines[1].startswith(
+        f"action=Bad?line principal=- key={alice['access_key_id']} status=403 "
+        "code=SignatureDoesNotMatch "
+    )
+    assert alice["secret_access_key"] not in caplog.text
+    assert "Signature=" not in caplog.text
 
 
 @pytest.mark.parametrize(
