@@ -174,6 +174,8 @@ class Identity:
             owned = _owned_resources(tx, name)
             if owned:
                 raise InputError(f"account {name} still owns {', '.join(owned)}: delete them first")
+            for group in tx.table("groups").search(account=name):  # the default group
+                tx.table("groups").remove(group["id"])
             for key in tx.table(KEYS).search(account=name):
                 tx.table(KEYS).remove(key["id"])
             for user in tx.table(USERS).search(account=name):
@@ -369,11 +371,18 @@ _GONE = {"terminated", "deleted", "failed", "released"}
 _NOT_RESOURCES = {ACCOUNTS, USERS, KEYS, "usage", "journal", "quotas", "scheduler"}
 
 
+def _made_by_cloud(record: dict[str, Any]) -> bool:
+    """Records that hold nothing of the account's: ended resources, its default group."""
+    return record.get("state") in _GONE or (
+        record["id"].startswith("sg-") and record.get("name") == "default"
+    )
+
+
 def _owned_resources(tx: Transaction, account: str) -> list[str]:
     """'N table' for every table where the account owns live records."""
     owned = []
     for table in sorted(tx.tables() - _NOT_RESOURCES):
-        live = [r for r in tx.table(table).search(account=account) if r.get("state") not in _GONE]
+        live = [r for r in tx.table(table).search(account=account) if not _made_by_cloud(r)]
         if live:
             owned.append(f"{len(live)} {table}")
     return owned
