@@ -38,6 +38,18 @@ NOT_FOUND_CODES = {
     "address": "InvalidAllocationID.NotFound",
     "keypair": "InvalidKeyPair.NotFound",
 }
+# The codes EC2 answers for an id that is not of its kind's form. EC2 publishes no
+# InvalidAllocationID.Malformed: a malformed allocation id is one that is not found.
+MALFORMED_CODES = {
+    "image": "InvalidAMIID.Malformed",
+    "kernel": "InvalidAMIID.Malformed",
+    "ramdisk": "InvalidAMIID.Malformed",
+    "instance": "InvalidInstanceID.Malformed",
+    "volume": "InvalidVolumeID.Malformed",
+    "snapshot": "InvalidSnapshotID.Malformed",
+    "group": "InvalidGroupId.Malformed",
+    "address": "InvalidAllocationID.NotFound",
+}
 _RESOURCE_ID = re.compile(r"\b(?:emi|eki|eri|i|vol|snap|sg|eipalloc)-[0-9a-f]{8}\b")
 
 # EC2 answers AuthFailure (401) for credentials it cannot validate, and clients see a stale
@@ -58,6 +70,14 @@ INTERNAL_MESSAGE = "An internal error has occurred"
 def not_found(kind: str, resource_id: str) -> ApiError:
     """EC2's not-found error for a resource id of a kind ("instance" -> InvalidInstanceID)."""
     return ApiError(NOT_FOUND_CODES[kind], f"The {kind} ID '{resource_id}' does not exist")
+
+
+def malformed(kind: str, value: str) -> ApiError:
+    """EC2's error for a text that is not an id of a kind (as Eucalyptus words it)."""
+    return ApiError(
+        MALFORMED_CODES[kind],
+        f'Invalid id: "{short(value)}" (expecting "{ids.PREFIXES[kind]}-...")',
+    )
 
 
 def missing_parameter(name: str) -> ApiError:

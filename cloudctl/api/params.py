@@ -20,10 +20,13 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from cloudctl.api.errors import ApiError, invalid_value, missing_parameter, short
+from cloudctl import ids
+from cloudctl.api.errors import ApiError, invalid_value, malformed, missing_parameter, short
+from cloudctl.errors import InputError
 
 T = TypeVar("T")
 _INDEX = re.compile(r"^[1-9][0-9]{0,5}$")
+Kinds = str | tuple[str, ...]  # an id's kind ("volume"), or kinds (("image", "kernel"))
 
 
 class Params:
@@ -109,6 +112,16 @@ class Params:
             raise missing_parameter(self.full_name(f"{name}.1"))
         return values
 
+    def resource_id(self, name: str, kind: Kinds, *, required: bool = False) -> str | None:
+        """An id of a kind ("volume": vol-XXXXXXXX) or of one of kinds, normalized; EC2's
+        Malformed code (of the first kind) when the text is not one."""
+        text = self.string(name, required=required)
+        return None if text is None else resource_id(text, kind)
+
+    def resource_ids(self, name: str, kind: Kinds) -> list[str]:
+        """`Name.N` ids of a kind, as resource_id checks one."""
+        return [resource_id(text, kind) for text in self.list(name)]
+
     def members(self, name: str) -> list[Params]:
         """The structures `Name.N.Field...`, each as a Params over its fields, in order."""
         return [
@@ -159,6 +172,16 @@ class Params:
             if bool(dot) != scalar:
                 numbers.add(int(index))
         return [f"{name}.{n}" for n in sorted(numbers)]
+
+
+def resource_id(text: str, kind: Kinds) -> str:
+    """The id of a kind (or kinds) in `text`, normalized (ids.parse_id); EC2's Malformed code
+    if none."""
+    kinds = (kind,) if isinstance(kind, str) else tuple(kind)
+    try:
+        return ids.parse_id(text, kinds)
+    except InputError:
+        raise malformed(kinds[0], text) from None
 
 
 # --- filters ------------------------------------------------------------------------------
