@@ -36,6 +36,18 @@ GENERATIONS = "generations"  # one record, "firewall": the last firewall generat
 _NAME = re.compile(r"^[A-Za-z0-9 ._\-:/()#,@\[\]+=&;{}!$*]{1,255}$")
 
 
+class RuleExists(InputError):
+    """Authorize: the group already has the rule."""
+
+
+class NoSuchRule(InputError):
+    """Revoke: the group has no such rule."""
+
+
+class GroupInUse(InputError):
+    """Delete: instances use the group, or rules of other groups name it as their source."""
+
+
 def parse_rule(
     protocol: str,
     port: int | None = None,
@@ -232,7 +244,7 @@ class Groups(CloudService):
                 if group["id"] in (i.get("groups") or []) and i.get("state") != "terminated"
             ]
             if users:
-                raise InputError(
+                raise GroupInUse(
                     f"security group {group['name']} is used by {', '.join(sorted(users))}"
                 )
             referrers = [
@@ -242,38 +254,45 @@ class Groups(CloudService):
                 and any(r.get("source_group") == group["id"] for r in g["rules"])
             ]
             if referrers:
-                raise InputError(
+                raise GroupInUse(
                     f"security group {group['name']} is a source of rules of "
                     f"{', '.join(sorted(referrers))}: revoke those first"
                 )
             return tx.table(TABLE).remove(group["id"])
 
     def authorize(
-        self, ref: str, rule: dict[str, Any], progress: ProgressCallback | None = None
+        self, ref: str, *rules: dict[str, Any], progress: ProgressCallback | None = None
     ) -> dict[str, Any]:
-        return self._change_rules(ref, rule, add=True, progress=progress)
+        """Add rules to a group, all or none (RuleExists when it has one of them)."""
+        return self._change_rules(ref, rules, add=True, progress=progress)
 
     def revoke(
-        self, ref: str, rule: dict[str, Any], progress: ProgressCallback | None = None
+        self, ref: str, *rules: dict[str, Any], progress: ProgressCallback | None = None
     ) -> dict[str, Any]:
-        return self._change_rules(ref, rule, add=False, progress=progress)
+        """Remove rules from a group, all or none (NoSuchRule when it lacks one of them)."""
+        return self._change_rules(ref, rules, add=False, progress=progress)
 
     def _change_rules(
-        self, ref: str, rule: dict[str, Any], add: bool, progress: ProgressCallback | None
+        self,
+        ref: str,
+        changes: Iterable[dict[str, Any]],
+        add: bool,
+        progress: ProgressCallback | None,
     ) -> dict[str, Any]:
         with self.store.transaction() as tx:
             group = resolve(tx, ref)
-            if "source_group" in rule:
-                rule = {**rule, "source_group": resolve(tx, rule["source_group"])["id"]}
             rules = list(group["rules"])
-            if add:
-                if rule in rules:
-                    raise InputError(f"security group {group['name']} already has this rule")
-                rules.append(rule)
-            else:
-                if rule not in rules:
-                    raise InputError(f"security group {group['name']} has no such rule")
-                rules.remove(rule)
+            for rule in changes:
+                if "source_group" in rule:
+                    rule = {**rule, "source_group": resolve(tx, rule["source_group"])["id"]}
+                if add:
+                    if rule in rules:
+                        raise RuleExists(f"security group {group['name']} already has this rule")
+                    rules.append(rule)
+                else:
+                    if rule not in rules:
+                        raise NoSuchRule(f"security group {group['name']} has no such rule")
+                    rules.remove(rule)
             before = all_effective_rules(tx)
             tx.table(TABLE).update(group["id"], rules=rules)
             after = all_effective_rules(tx)

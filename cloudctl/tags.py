@@ -44,7 +44,8 @@ def _record(tx: Transaction, resource_id: str) -> dict[str, Any]:
     return record
 
 
-def _check(tags: Mapping[str, str | None]) -> None:
+def validate(tags: Mapping[str, str | None]) -> None:
+    """Refuse (InputError) keys and values past EC2's limits and the reserved `aws:` keys."""
     for key, value in tags.items():
         if not 1 <= len(key) <= 128:
             raise InputError(f"bad tag key {key[:40]!r}: 1 to 128 characters")
@@ -60,7 +61,7 @@ class Tags:
 
     def create(self, resource_ids: Iterable[str], tags: Mapping[str, str]) -> None:
         """Add or overwrite tags on every resource, all or nothing."""
-        _check(tags)
+        validate(tags)
         with self.store.transaction() as tx:
             for rid in resource_ids:
                 record = _record(tx, rid)
@@ -69,16 +70,20 @@ class Tags:
                     raise InputError(f"{rid} would have {len(merged)} tags: at most {MAX_TAGS}")
                 tx.table(RESOURCES[rid.partition("-")[0]][0]).update(rid, tags=merged)
 
-    def delete(self, resource_ids: Iterable[str], tags: Mapping[str, str | None]) -> None:
-        """Remove tags by key (value None) or by key and value (only when it matches)."""
-        _check(tags)
+    def delete(
+        self, resource_ids: Iterable[str], tags: Mapping[str, str | None] | None = None
+    ) -> None:
+        """Remove tags by key (value None) or by key and value (only when it matches); every
+        tag of the resources when `tags` is None."""
+        if tags is not None:
+            validate(tags)
         with self.store.transaction() as tx:
             for rid in resource_ids:
                 record = _record(tx, rid)
                 kept = {
                     k: v
                     for k, v in (record.get("tags") or {}).items()
-                    if not (k in tags and tags[k] in (None, v))
+                    if tags is not None and not (k in tags and tags[k] in (None, v))
                 }
                 tx.table(RESOURCES[rid.partition("-")[0]][0]).update(rid, tags=kept)
 

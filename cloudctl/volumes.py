@@ -6,9 +6,9 @@ node, device, state} or None, event, owner fields. An attach or detach whose out
 unknown (the node went unreachable, the module crashed) leaves the attachment `attaching` or
 `detaching` and the volume `in-use`, never `available` on a guess: `cloudctl reconcile` reads
 the domain's disks and settles it.
-Table "snapshots": id, volume_id, size_gb, size_bytes, compressed_bytes, sha256, state,
-reason, event, owner fields. A snapshot is the gzip'd raw volume in the Walrus `snapshots`
-bucket under its id, uploaded by the SC through presigned multipart URLs.
+Table "snapshots": id, volume_id, size_gb, description, size_bytes, compressed_bytes, sha256,
+state, reason, event, owner fields. A snapshot is the gzip'd raw volume in the Walrus
+`snapshots` bucket under its id, uploaded by the SC through presigned multipart URLs.
 """
 
 from __future__ import annotations
@@ -315,9 +315,7 @@ class Volumes(CloudService):
                     reason="",
                     event=result.event_id,
                 )
-                usage.record(
-                    tx, volume, "volume", "detached", instance_id=attachment["instance"]
-                )
+                usage.record(tx, volume, "volume", "detached", instance_id=attachment["instance"])
             elif detached is None:  # the disk may still be on the domain: stays detaching
                 tx.table(TABLE).update(
                     volume["id"],
@@ -342,6 +340,7 @@ class Volumes(CloudService):
         volume_id: str,
         progress: ProgressCallback | None = None,
         on_recorded: Recorded | None = None,
+        description: str = "",
     ) -> dict[str, Any]:
         volume = self.get(volume_id)
         if volume["state"] not in (_V.AVAILABLE, _V.IN_USE):
@@ -357,6 +356,7 @@ class Volumes(CloudService):
                     "user": owner.user,
                     "volume_id": volume["id"],
                     "size_gb": volume["size_gb"],
+                    "description": description,
                     "state": _S.PENDING.value,
                     "reason": "",
                 }
