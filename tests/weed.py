@@ -14,6 +14,7 @@ answers; `Weed.stop` stops it by its pid.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import socket
@@ -125,18 +126,21 @@ def start_weed(work: Path) -> Weed:
         )
     )
     master, volume, filer, s3 = (free_port() for _ in range(4))
+    # Every bucket is a collection with volumes of its own: one volume per new collection (not
+    # 7), as many volumes as the disk holds (not 8), so that tests can make many buckets.
+    env = dict(os.environ, WEED_MASTER_VOLUME_GROWTH_COPY_1="1")
     command = [
         binary, "-logtostderr", "server", f"-dir={work / 'data'}",
         "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false",
         f"-master.port={master}", "-master.volumeSizeLimitMB=64",
-        f"-volume.port={volume}", "-volume.preStopSeconds=0",
+        f"-volume.port={volume}", "-volume.preStopSeconds=0", "-volume.max=0",
         "-filer", f"-filer.port={filer}",
         "-s3", f"-s3.port={s3}", f"-s3.config={work / 's3.json'}",
         "-s3.allowDeleteBucketNotEmpty=false", "-s3.iam=false",
         "-s3.port.iceberg=0", "-s3.port.lance=0",
     ]  # fmt: skip
     with open(work / "weed.log", "w") as log:
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=work)
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=work, env=env)
     server = Weed(endpoint=f"http://127.0.0.1:{s3}", s3_port=s3, work=work, proc=proc)
     client = server.client()
     deadline = time.monotonic() + START_TIMEOUT

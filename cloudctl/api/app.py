@@ -15,13 +15,13 @@ import uuid
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlsplit
+from urllib.parse import parse_qsl
 
 from cloudctl import identity
-from cloudctl.api import actions, render, sigv4
+from cloudctl.api import actions, render, s3, sigv4
 from cloudctl.api.errors import ApiError, api_error, short
 from cloudctl.api.params import Params
-from cloudctl.api.request import ApiRequest, region_of
+from cloudctl.api.request import ApiRequest, headers_of, raw_path, region_of
 from cloudctl.cloudconfig import CloudConfig
 from cloudctl.config import Settings
 from cloudctl.services import CloudService
@@ -52,6 +52,7 @@ class Api:
         self.authenticate = authenticate or identity.Identity(self.store).authenticate
         self.max_body_bytes = max_body_bytes
         self.actions = actions.load()
+        self.s3 = s3.Gateway(self.store, self.authenticate, self.config)  # Walrus per account
 
     def config(self) -> CloudConfig:
         """The cloud configuration, read per request (a redeploy may change it); the state is
@@ -59,6 +60,8 @@ class Api:
         return CloudService(self.settings, store=self.store).config
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if s3.is_s3_request(environ):
+            return self.s3(environ, start_response)
         started = time.monotonic()
         request_id = str(uuid.uuid4())
         # What the log line tells, filled in as the request is read: an access key and an
@@ -119,10 +122,10 @@ class Api:
                 return None
             return secret
 
-        headers = _headers(environ)
+        headers = headers_of(environ)
         signed = sigv4.verify(
             method,
-            _raw_path(environ),
+            raw_path(environ),
             query,
             headers,
             sigv4.payload_hash(SERVICE, body, headers),
@@ -174,28 +177,6 @@ def _pairs(text: str) -> list[tuple[str, str]]:
         return parse_qsl(raw, keep_blank_values=True, errors="strict")
     except (UnicodeError, ValueError):
         raise ApiError("MalformedQueryString", "The parameters are not valid UTF-8") from None
-
-
-def _headers(environ: dict[str, Any]) -> dict[str, str]:
-    """The request's headers, lowercase names (WSGI keeps them as HTTP_* and CONTENT_*)."""
-    headers = {
-        key[5:].replace("_", "-").lower(): value
-        for key, value in environ.items()
-        if key.startswith("HTTP_")
-    }
-    for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-        if environ.get(key):
-            headers[key.replace("_", "-").lower()] = environ[key]
-    return headers
-
-
-def _raw_path(environ: dict[str, Any]) -> str:
-    """The path as the client sent it (still percent-encoded), which the client signed."""
-    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")  # gunicorn, uwsgi
-    if raw:
-        return urlsplit(raw).path or "/"
-    path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
-    return quote(path.encode("latin-1"), safe="/~") or "/"
 
 
 def _endpoint(environ: dict[str, Any]) -> str:

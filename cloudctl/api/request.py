@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
+from urllib.parse import quote, urlsplit
 
 from cloudctl.api.params import Params
 from cloudctl.cloudconfig import CloudConfig
@@ -47,3 +48,25 @@ class ApiRequest:
 def region_of(config: CloudConfig) -> str:
     """The cloud's one region: clients sign for it and DescribeRegions lists it."""
     return config.api.region if config.api else DEFAULT_REGION
+
+
+def headers_of(environ: dict[str, Any]) -> dict[str, str]:
+    """The request's headers, lowercase names (WSGI keeps them as HTTP_* and CONTENT_*)."""
+    headers = {
+        key[5:].replace("_", "-").lower(): value
+        for key, value in environ.items()
+        if key.startswith("HTTP_")
+    }
+    for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+        if environ.get(key):
+            headers[key.replace("_", "-").lower()] = environ[key]
+    return headers
+
+
+def raw_path(environ: dict[str, Any]) -> str:
+    """The path as the client sent it (still percent-encoded), which the client signed."""
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")  # gunicorn, uwsgi
+    if raw:
+        return urlsplit(raw).path or "/"
+    path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+    return quote(path.encode("latin-1"), safe="/~") or "/"

@@ -150,7 +150,12 @@ def verify(
             "check the secret access key and the signing method"
         )
     return SignedRequest(
-        sig.access_key_id, sig.region, sig.service, sig.signed_headers, date, presigned,
+        sig.access_key_id,
+        sig.region,
+        sig.service,
+        sig.signed_headers,
+        date,
+        presigned,
         sig.signature,
     )
 
