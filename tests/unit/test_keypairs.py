@@ -252,11 +252,11 @@ def test_cli_import_list_show(env, tmp_path, keys):
     assert run("keypair", "create", "bob").exit_code == 0
 
     table = run("keypair", "list").stdout.splitlines()
-    assert table[0].split() == ["NAME", "TYPE", "FINGERPRINT", "CREATED"]
+    assert table[0].split() == ["NAME", "TYPE", "FINGERPRINT", "CREATED", "ACCOUNT"]
     assert [line.split()[0] for line in table[1:]] == ["alice", "bob"]
     rows = json.loads(run("-o", "json", "keypair", "list").stdout)
     assert [r["name"] for r in rows] == ["alice", "bob"]
-    assert set(rows[0]) == {"name", "type", "fingerprint", "created"}
+    assert set(rows[0]) == {"name", "type", "fingerprint", "created", "account"}
     [shown] = yaml.safe_load(run("keypair", "show", "alice", "-o", "yaml").stdout)
     assert shown["public_key"] == keys["ed25519"]
     assert (shown["account"], shown["user"]) == ("admin", "admin")
