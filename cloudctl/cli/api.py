@@ -42,6 +42,9 @@ def serve(
     from cloudctl.api.app import Api  # gunicorn and the handlers: only for this command
     from cloudctl.api.server import ServeOptions, serve
 
+    host, _, port = bind.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536 or " " in host:
+        raise InputError(f"bad --bind {bind[:60]!r}: HOST:PORT, e.g. 0.0.0.0:8773")
     if bool(certfile) != bool(keyfile):
         raise InputError("--certfile and --keyfile go together")
     app = Api(obj.settings)
