@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
+from cloudctl.instances import ip_pool
 from cloudctl.scheduler import Free, capacity, free_resources
 from cloudctl.services import CloudService
 
@@ -43,3 +45,16 @@ class Zones(CloudService):
                     }
                 )
         return rows
+
+    def free_private_ips(self) -> dict[str, int]:
+        """Per zone, how many private addresses are left for instances: the subnet's host
+        addresses but the gateway (instances.ip_candidates), less those taken."""
+        free = {}
+        with self.store.snapshot() as snap:
+            for zone, cluster in self.config.clusters.items():
+                subnet = ipaddress.ip_network(cluster.subnet, strict=False)
+                size = subnet.num_addresses
+                hosts = size - 2 if subnet.prefixlen < subnet.max_prefixlen - 1 else size
+                gateway = ipaddress.ip_address(cluster.gateway) in subnet
+                free[zone] = hosts - int(gateway) - len(snap.allocations(ip_pool(zone)))
+        return free
