@@ -95,6 +95,8 @@ def check_vpc_id(config: CloudConfig, vpc_id: str | None) -> None:
 def vpc_cidr(config: CloudConfig) -> str:
     """The smallest block that holds every zone's subnet."""
     subnets = [cluster.subnet for cluster in config.clusters.values()]
+    if len(subnets) == 1:  # spanning_cidr wants two at least: a cloud-in-a-box has one zone
+        return str(netaddr.IPNetwork(subnets[0]).cidr)
     return str(netaddr.spanning_cidr(subnets)) if subnets else "0.0.0.0/0"
 
 
