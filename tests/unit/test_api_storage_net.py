@@ -319,8 +319,9 @@ def group(api, user, name):
 
 
 def test_security_groups_rules_in_both_encodings(api):
+    [vpc] = ok(api, "alice", {"Action": "DescribeVpcs"})["Vpcs"]
     out = ok(api, "alice", {"Action": "CreateSecurityGroup", "GroupName": "web",
-                            "GroupDescription": "web servers", "VpcId": "vpc-0123abcd"})  # fmt: skip
+                            "GroupDescription": "web servers", "VpcId": vpc["VpcId"]})  # fmt: skip
     gid = out["GroupId"]
     assert gid.startswith("sg-")
     # boto3's encoding: one permission, two ranges and a source group (by name)
@@ -343,6 +344,10 @@ def test_security_groups_rules_in_both_encodings(api):
     default = group(api, "alice", "default")
     number = Identity(api.store).account("dev")["number"]
     assert (web["GroupId"], web["Description"], web["OwnerId"]) == (gid, "web servers", number)
+    assert web["VpcId"] == vpc["VpcId"]
+    assert web["IpPermissionsEgress"] == [{"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
+                                           "Ipv6Ranges": [], "PrefixListIds": [],
+                                           "UserIdGroupPairs": []}]  # fmt: skip
     assert web["IpPermissions"] == [
         {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22,
          "IpRanges": [{"CidrIp": "10.0.0.0/8"}, {"CidrIp": "192.0.2.7/32"}],
@@ -369,6 +374,7 @@ def test_security_groups_rules_in_both_encodings(api):
     assert sorted(names(("ip-permission.group-name", "default"))) == ["default", "web"]
     assert names(("ip-permission.group-id", gid)) == ["web"]
     assert names(("group-name", "def*")) == ["default"]
+    assert len(names(("vpc-id", vpc["VpcId"]))) == 2
 
     # a request that holds one rule the group has adds none of its rules
     code, _ = error(api, "alice", {
@@ -415,6 +421,8 @@ def test_security_groups_rules_in_both_encodings(api):
          "InvalidGroup.Duplicate", "default"),
         ({"Action": "CreateSecurityGroup", "GroupName": "x"}, "MissingParameter",
          "GroupDescription"),
+        ({"Action": "CreateSecurityGroup", "GroupName": "x", "GroupDescription": "x",
+          "VpcId": "vpc-0123abcd"}, "InvalidVpcID.NotFound", "vpc-0123abcd"),
         ({"Action": "CreateSecurityGroup", "GroupName": "sg-x", "GroupDescription": "x"},
          "InvalidParameterValue", "sg-"),
         ({"Action": "DescribeSecurityGroups", "GroupName.1": "nosuch"}, "InvalidGroup.NotFound",
@@ -484,7 +492,7 @@ def test_addresses(api):
     out = ok(api, "alice", {"Action": "AllocateAddress", "Domain": "vpc"})
     ip, aid = out["PublicIp"], out["AllocationId"]
     assert ip in ("198.51.100.17", "198.51.100.18") and aid.startswith("eipalloc-")
-    assert out["Domain"] == "standard"
+    assert out["Domain"] == "vpc"
     second = ok(api, "alice", {"Action": "AllocateAddress"})
     code, message = error(api, "alice", {"Action": "AllocateAddress"})
     assert code == "AddressLimitExceeded" and "every elastic IP of the pool" in message
@@ -493,7 +501,7 @@ def test_addresses(api):
         return ok(api, "alice", {"Action": "DescribeAddresses", **params})["Addresses"]
 
     assert address(**{"PublicIp.1": ip}) == [{"PublicIp": ip, "AllocationId": aid,
-                                              "Domain": "standard"}]  # fmt: skip
+                                              "Domain": "vpc"}]  # fmt: skip
     assert address(**{"AllocationId.1": aid})[0]["PublicIp"] == ip
     assert len(address()) == 2
 
@@ -503,8 +511,11 @@ def test_addresses(api):
     assert out["AssociationId"] == association
     assert api.addresses[-1]["state"] == "present" and api.addresses[-1]["public_ip"] == ip
     [described] = address(**{"Filter.1.Name": "instance-id", "Filter.1.Value.1": ALICE_INSTANCE})
-    assert described == {"PublicIp": ip, "AllocationId": aid, "Domain": "standard",
+    number = Identity(api.store).account("dev")["number"]
+    assert described == {"PublicIp": ip, "AllocationId": aid, "Domain": "vpc",
                          "InstanceId": ALICE_INSTANCE, "AssociationId": association,
+                         "NetworkInterfaceId": "eni-" + ALICE_INSTANCE[2:],
+                         "NetworkInterfaceOwnerId": number,
                          "PrivateIpAddress": "172.31.0.10"}  # fmt: skip
     assert address(**{"Filter.1.Name": "association-id", "Filter.1.Value.1": association})
     # again: nothing to do; elsewhere: only with AllowReassociation
@@ -549,6 +560,8 @@ def test_addresses(api):
          "InvalidAssociationID.NotFound", "eipassoc-0000000f"),
         ({"Action": "DisassociateAddress", "AssociationId": "assoc"},
          "InvalidAssociationID.NotFound", "assoc"),
+        ({"Action": "DisassociateAddress", "AssociationId": "eipassoc-x"},
+         "InvalidAssociationID.NotFound", "eipassoc-x"),
         ({"Action": "ReleaseAddress", "PublicIp": "198.51.100.18"}, "InvalidAddress.NotFound",
          "198.51.100.18"),
         ({"Action": "ReleaseAddress"}, "MissingParameter", "AllocationId"),

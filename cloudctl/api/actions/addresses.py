@@ -1,37 +1,40 @@
 """Elastic IPs over cloudctl.addresses: allocate from the zone's pool, associate with an
 instance (DNAT/SNAT on the zone's CC, in the request), disassociate, release.
 
-An address is named by its public IP or its allocation id (the record's eipalloc- id). An
-association has an id of its own on EC2; here an address has one association at a time, so
-its id is derived from the allocation's: eipalloc-0a1b2c3d is associated as eipassoc-0a1b2c3d.
+An address is named by its public IP or its allocation id (the record's eipalloc- id). They
+are the default VPC's addresses (domain vpc, cloudctl.api.actions.vpc): an address has one
+association at a time, whose id is derived from the allocation's (eipalloc-0a1b2c3d is
+associated as eipassoc-0a1b2c3d), on the instance's one network interface.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import re
 from typing import Any
 
+from cloudctl import ids
 from cloudctl.addresses import ASSOCIABLE_STATES, Addresses
 from cloudctl.api.actions import action
-from cloudctl.api.errors import ApiError, invalid_value, missing_parameter, not_found
+from cloudctl.api.actions.vpc import (
+    address_association,
+    allocation_of_association,
+    association_id,
+    interface_id,
+)
+from cloudctl.api.errors import ApiError, invalid_value, missing_parameter, not_found, short
 from cloudctl.api.params import Params, filter_items
 from cloudctl.api.request import ApiRequest
+from cloudctl.api.shapes import account_numbers
 from cloudctl.errors import CapacityError, NotFound
 from cloudctl.instances import Instances
 from cloudctl.quotas import QuotaExceeded
 
-ALLOCATION_PREFIX = "eipalloc-"
-ASSOCIATION_PREFIX = "eipassoc-"
-_ASSOCIATION_ID = re.compile(r"^eipassoc-([0-9a-f]{8})$")
-DOMAIN = "standard"  # EC2-Classic's addresses: "vpc" once the default VPC facade exists
+DOMAIN = "vpc"  # the default VPC's addresses (EC2-Classic's "standard" is accepted on input)
 
 
-def association_id(address: dict[str, Any]) -> str | None:
+def _association(address: dict[str, Any]) -> str | None:
     """The id of an address's association (None when it is not associated)."""
-    if not address.get("instance"):
-        return None
-    return ASSOCIATION_PREFIX + address["id"].removeprefix(ALLOCATION_PREFIX)
+    return association_id(address["id"]) if address.get("instance") else None
 
 
 @action("AllocateAddress")
@@ -69,14 +72,16 @@ def describe_addresses(request: ApiRequest) -> dict[str, Any]:
         wanted = {by_ip[ip]["id"] for ip in public_ips} | set(allocation_ids)
         addresses = [a for a in addresses if a["id"] in wanted]
     chosen = filter_items(addresses, params.filters(), ADDRESS_FILTERS)
-    return {"addressesSet": [_address(a) for a in chosen]}
+    owners = account_numbers(request)
+    return {"addressesSet": [_address(a, owners) for a in chosen]}
 
 
 ADDRESS_FILTERS = {
     "allocation-id": lambda a: a["id"],
-    "association-id": association_id,
+    "association-id": _association,
     "domain": lambda a: DOMAIN,
     "instance-id": lambda a: a.get("instance"),
+    "network-interface-id": lambda a: interface_id(a["instance"]) if a.get("instance") else None,
     "public-ip": lambda a: a["public_ip"],
     "private-ip-address": lambda a: a.get("private_ip"),
 }
@@ -100,7 +105,7 @@ def associate_address(request: ApiRequest) -> dict[str, Any]:
             "PrivateIpAddress", private_ip, f"Instance {iid} has {instance.get('private_ip')}."
         )
     if address.get("instance") == iid:
-        return {"return": True, "associationId": association_id(address)}
+        return {"return": True, "associationId": _association(address)}
     if instance["state"] not in ASSOCIABLE_STATES:
         raise ApiError(
             "IncorrectInstanceState",
@@ -112,11 +117,11 @@ def associate_address(request: ApiRequest) -> dict[str, Any]:
             raise ApiError(
                 "Resource.AlreadyAssociated",
                 f"resource {address['id']} is already associated with associate-id "
-                f"{association_id(address)}",
+                f"{_association(address)}",
             )
         addresses.disassociate(address["id"])
     associated = addresses.associate(address["id"], iid)
-    return {"return": True, "associationId": association_id(associated)}
+    return {"return": True, "associationId": _association(associated)}
 
 
 @action("DisassociateAddress")
@@ -130,12 +135,12 @@ def disassociate_address(request: ApiRequest) -> dict[str, Any]:
     if association is None:
         address = _named_address(request, by_allocation=False)
     else:
-        match = _ASSOCIATION_ID.match(association.strip())
-        found = _lookup(request, ALLOCATION_PREFIX + match.group(1)) if match else None
+        allocation = allocation_of_association(association.strip())
+        found = _lookup(request, allocation) if ids.kind_of(allocation) == "address" else None
         if found is None:
             raise ApiError(
                 "InvalidAssociationID.NotFound",
-                f"The association ID '{association}' does not exist",
+                f"The association ID '{short(association)}' does not exist",
             )
         address = found
     if address.get("instance"):
@@ -196,12 +201,14 @@ def _both(first: str, second: str) -> ApiError:
     return ApiError("InvalidParameterCombination", f"Give {first} or {second}, not both")
 
 
-def _address(address: dict[str, Any]) -> dict[str, Any]:
+def _address(address: dict[str, Any], owners: dict[str, str]) -> dict[str, Any]:
     return {
         "publicIp": address["public_ip"],
         "allocationId": address["id"],
-        "domain": DOMAIN,
         "instanceId": address.get("instance") or None,
-        "associationId": association_id(address),
-        "privateIpAddress": address.get("private_ip") or None,
+        **address_association(
+            address,
+            owner_id=owners.get(address["account"], ""),
+            private_ip=address.get("private_ip"),
+        ),
     }

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from cloudctl.api.actions import action
+from cloudctl.api.actions.vpc import EGRESS_ALL, check_vpc_id, default_vpc_id
 from cloudctl.api.errors import ApiError, invalid_value, missing_parameter
 from cloudctl.api.params import Params, filter_items, paginate
 from cloudctl.api.request import ApiRequest
@@ -51,7 +52,7 @@ def create_security_group(request: ApiRequest) -> dict[str, Any]:
     params = request.params
     name = params.string("GroupName", required=True, max_length=255)
     description = params.string("GroupDescription", required=True, max_length=255)
-    params.string("VpcId")  # the one network: any VpcId is it
+    check_vpc_id(request.config, params.string("VpcId"))  # the default VPC: the one network
     tags = tags_on_create(params, "security-group")
     service = request.service(Groups)
     if any(g["name"] == name and g["account"] == request.principal.account
@@ -81,7 +82,8 @@ def describe_security_groups(request: ApiRequest) -> dict[str, Any]:
         chosen += [g for g in found if g not in chosen]
     owners = account_numbers(request)
     by_id = {g["id"]: g for g in groups}
-    views = {g["id"]: _group(g, by_id, owners) for g in chosen}
+    vpc_id = default_vpc_id(request.config)
+    views = {g["id"]: _group(g, by_id, owners, vpc_id) for g in chosen}
     chosen = filter_items(chosen, params.filters(), _filters(views, owners), _tags)
     page, token = paginate(params, chosen, key=lambda g: g["id"], minimum=5, maximum=1000)
     return {"securityGroupInfo": [views[g["id"]] for g in page], "nextToken": token}
@@ -111,6 +113,7 @@ def _filters(views: dict[str, dict[str, Any]], owners: dict[str, str]) -> dict[s
         "group-id": lambda g: g["id"],
         "description": lambda g: g.get("description", ""),
         "owner-id": lambda g: owners.get(g["account"]),
+        "vpc-id": lambda g: views[g["id"]]["vpcId"],
         "ip-permission.protocol": permissions("ipProtocol"),
         "ip-permission.from-port": permissions("fromPort"),
         "ip-permission.to-port": permissions("toPort"),
@@ -249,15 +252,16 @@ def _rule(
 
 
 def _group(
-    group: dict[str, Any], by_id: dict[str, dict[str, Any]], owners: dict[str, str]
+    group: dict[str, Any], by_id: dict[str, dict[str, Any]], owners: dict[str, str], vpc_id: str
 ) -> dict[str, Any]:
     return {
         "ownerId": owners.get(group["account"]),
         "groupId": group["id"],
         "groupName": group["name"],
         "groupDescription": group.get("description", ""),
+        "vpcId": vpc_id,
         "ipPermissions": _permissions(group["rules"], by_id, owners),
-        "ipPermissionsEgress": [],
+        "ipPermissionsEgress": EGRESS_ALL,
         "tagSet": tag_set(group),
     }
 
