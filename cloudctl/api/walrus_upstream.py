@@ -2,9 +2,10 @@
 
 The S3 gateway (cloudctl/api/s3.py) forwards each checked request here. A request body is an
 iterator of pieces; the last piece is held back until the iterator ends without an error (it
-raises when the client's body fails a check), and an empty body is checked before anything is
-sent: Walrus stores an object only when its body is complete, so a body that fails a check
-never becomes an object (the connection is dropped before its last byte). The payload is sent
+raises when the client's body fails a check), and a body of one piece is checked before
+anything is sent: Walrus drops an upload whose connection closes inside its body (but stores an
+empty object when it closes before the body's first byte), so a body that fails a check never
+becomes an object. The payload is sent
 UNSIGNED-PAYLOAD (the gateway has checked it) or, for aws-chunked bodies with a trailer,
 STREAMING-UNSIGNED-PAYLOAD-TRAILER so that Walrus checks and keeps the client's checksum.
 """
@@ -12,6 +13,7 @@ STREAMING-UNSIGNED-PAYLOAD-TRAILER so that Walrus checks and keeps the client's 
 from __future__ import annotations
 
 import http.client
+import itertools
 import ssl
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator, Mapping
@@ -96,7 +98,9 @@ class Upstream:
     ) -> Response:
         """Send one signed request; `length` None sends the body with chunked transfer."""
         pieces = iter(body)
-        first = next(pieces, None)  # an empty body is checked whole before anything is sent
+        # A body of one piece (or none) is checked whole before anything is sent: Walrus
+        # stores an empty object when the connection drops before the first byte of the body.
+        ahead = list(itertools.islice(pieces, 2))
         headers = {k.lower(): v for k, v in (headers or {}).items()}
         headers |= {
             "host": self.netloc,
@@ -116,8 +120,8 @@ class Upstream:
             for name, value in headers.items():
                 connection.putheader(name, value)
             connection.endheaders()
-            if first is not None:
-                _send(connection, first, pieces, chunked=length is None)
+            if ahead:
+                _send(connection, ahead[0], itertools.chain(ahead[1:], pieces), length is None)
             elif length is None:
                 connection.send(b"0\r\n\r\n")
             response = connection.getresponse()
