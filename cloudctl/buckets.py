@@ -153,7 +153,7 @@ class Buckets:
 
     def settle(self, name: str, token: str | None, done: bool, delta: int | None = None) -> None:
         """End a claimed write: when done, its change counts (`delta` when the real change is
-        known only now) and the bucket's new total is a usage sample; else it is undone."""
+        known only now) and a new total of the bucket is a usage sample; else it is undone."""
         if token is None:
             return
         with self.store.transaction() as tx:
@@ -162,11 +162,12 @@ class Buckets:
             write = writes.pop(token, None)
             if write is None:
                 return
-            stored = _stored(record)
-            if done:
-                stored = max(stored + (write["delta"] if delta is None else delta), 0)
+            before = _stored(record)
+            stored = (
+                max(before + (write["delta"] if delta is None else delta), 0) if done else before
+            )
             record = tx.table(TABLE).update(name, writes=writes, bytes=stored + _reserved(writes))
-            if done:
+            if stored != before:
                 usage.record(tx, record, "bucket", "stored", bytes=stored)
 
     def check_growth(self, name: str, size: int) -> None:

@@ -238,9 +238,11 @@ class Gateway:
             reply = _error_reply(error, request.resource if request else "/", request_id,
                                  head=environ.get("REQUEST_METHOD") == "HEAD")  # fmt: skip
         log.info(
-            "s3 %s %s principal=%s status=%d code=%s duration_ms=%.1f request_id=%s",
-            environ.get("REQUEST_METHOD", "-"), request.resource if request else "-",
-            request.principal if request else "-", reply.status, code,
+            "s3 method=%s path=%s principal=%s key=%s status=%d code=%s duration_ms=%.1f "
+            "request_id=%s",
+            environ.get("REQUEST_METHOD", "-"), raw_path(environ)[:200],
+            request.principal if request else "-",
+            request.signed.access_key_id if request else "-", reply.status, code,
             (time.monotonic() - started) * 1000, request_id,
         )  # fmt: skip
         start_response(
@@ -263,6 +265,8 @@ class Gateway:
             bucket, _, key = unquote(path, errors="strict").lstrip("/").partition("/")
         except (UnicodeError, ValueError):
             raise S3Error("InvalidURI", "Couldn't parse the specified URI.") from None
+        if {".", ".."} & {bucket, *key.split("/")}:  # a path must not climb into another bucket
+            raise S3Error("InvalidURI", "The path has . or .. segments.")
         headers = headers_of(environ)
         config = self.config()
         region = region_of(config)
@@ -383,10 +387,10 @@ class Gateway:
         subresource = _OBJECT_SUBRESOURCES & params.keys()
         if method == "PUT" and not subresource:
             if "uploadId" in params:  # UploadPart(Copy): counted when the upload completes
+                body = self._body(request)
                 if not source:
-                    size = self._body(request).size
-                    self.buckets.check_growth(request.bucket, size)
-                return _relay(self._forward(request))
+                    self.buckets.check_growth(request.bucket, body.size)
+                return _relay(self._forward(request, body))
             return self._write(request, source)
         if method == "POST" and "uploadId" in params:
             return self._complete_upload(request)
@@ -459,7 +463,7 @@ class Gateway:
         token = self.buckets.claim(bucket, [key])
         done, delta = False, None
         try:
-            old = request.walrus.size(bucket, key) or 0 if token else 0
+            old = (request.walrus.size(bucket, key) or 0) if token else 0
             if delete:
                 new = 0
             elif source:

@@ -270,3 +270,10 @@ def test_concurrent_claims_of_one_key_one_wins(buckets):
     for thread in threads:
         thread.join()
     assert sorted(results) == ["busy"] * 5 + ["claimed"]
+
+
+@pytest.mark.parametrize("path", ["/mine/../images/x", "/mine/a/./b", "/../images/x"])
+def test_paths_cannot_climb_into_another_bucket(tmp_path, path):
+    environ = {"REQUEST_METHOD": "GET", "RAW_URI": path, "QUERY_STRING": ""}
+    with pytest.raises(s3.S3Error, match=r"\. or \.\. segments"):
+        gateway(tmp_path)._request(environ)
