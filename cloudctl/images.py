@@ -10,21 +10,29 @@ and the store's created/updated stamps.
 an upload fails nothing is recorded. A kernel or ramdisk file already registered by the
 same owner (same sha256) is reused instead of recorded again. Names are unique per owner
 among machine images; kernels and ramdisks are named after their file.
+
+`register_stored` registers a machine image whose file a user already put in Walrus through
+the S3 gateway (EC2's RegisterImage with an ImageLocation "bucket/key"): the object is copied
+inside Walrus (server side) to a staging key of `images`, read once from there to hash it (a
+copy nobody else writes, so the hash is the content's), and copied again under its sha256. The
+user must own the bucket (cloudctl.buckets, as the S3 gateway decides); the record keeps the
+location it came from.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cloudctl import quotas, walrus
-from cloudctl.errors import InputError
-from cloudctl.identity import current_owner, shared, visible
+from cloudctl import buckets, quotas, walrus
+from cloudctl.errors import InputError, NotFound
+from cloudctl.identity import Principal, current_owner, shared, visible
 from cloudctl.ids import kind_of, new_id, parse_id
 from cloudctl.state import StateStore
 from cloudctl.walrus import IMAGES, WalrusError
@@ -36,6 +44,7 @@ QCOW2_MAGIC = b"QFI\xfb"
 CHUNK = 1024 * 1024  # bytes read at a time: hashing takes constant memory
 MAX_NAME = 255
 URL_EXPIRES = 3600  # seconds a presigned image URL stays valid
+STAGING = "staging/"  # keys of `images` that hold a stored object's copy while it is hashed
 
 # progress(label, total bytes, bytes done since the last call)
 Progress = Callable[[str, int, int], None]
@@ -44,6 +53,15 @@ Progress = Callable[[str, int, int], None]
 class ImageNotFound(InputError):
     def __init__(self, ref: str) -> None:
         super().__init__(f"image {ref!r} does not exist")
+
+
+class ImageNameTaken(InputError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"image name {name!r} is already taken")
+
+
+class LocationUnreadable(InputError):
+    """An image location that is not an object of one of the caller's buckets (or none)."""
 
 
 @dataclass(frozen=True)
@@ -148,9 +166,7 @@ class Images:
         validate_name(name)
         owner = current_owner()
         with self.store.snapshot() as snap:  # before uploading; checked again to record
-            if self._machine_named(snap.table(TABLE).all(), name, owner) is not None:
-                raise InputError(f"image name {name!r} is already taken")
-            quotas.check(snap, owner, {"ec2:quota-imagenumber": 1})
+            self._check_new_machine(snap, name, owner)
         files = {"machine": inspect_file(file, progress)}
         if kernel is not None:
             files["kernel"] = inspect_file(kernel, progress)
@@ -160,9 +176,7 @@ class Images:
         uploaded = {f.sha256 for f in files.values() if self._ensure_object(f, progress)}
         with self.store.transaction() as tx:
             table = tx.table(TABLE)
-            if self._machine_named(table.all(), name, owner) is not None:
-                raise InputError(f"image name {name!r} is already taken")
-            quotas.check(tx, owner, {"ec2:quota-imagenumber": 1})
+            self._check_new_machine(tx, name, owner)
             # A concurrent deregister may have deleted a reused object since: check under
             # the lock (deregister deletes objects under it), upload again if so.
             for f in files.values():
@@ -214,6 +228,72 @@ class Images:
                 f"{stored} stored): register it again"
             )
         return True
+
+    def register_stored(
+        self,
+        name: str,
+        bucket: str,
+        key: str,
+        kernel_id: str | None = None,
+        ramdisk_id: str | None = None,
+        description: str = "",
+    ) -> dict[str, Any]:
+        """Register the object `bucket/key` of Walrus as a machine image of the caller, with
+        an existing kernel and ramdisk (by id); returns the record. Refused (before anything is
+        copied) when the caller does not own the bucket or the object does not exist."""
+        validate_name(name)
+        owner = current_owner()
+        location = f"{bucket}/{key}"
+        with self.store.snapshot() as snap:  # before copying; checked again to record
+            self._check_new_machine(snap, name, owner)
+            _check_linked(snap.table(TABLE), kernel_id, ramdisk_id)
+            readable = _bucket_readable(snap, bucket, owner)
+        if not readable or walrus.head_object(self.s3, bucket, key) is None:
+            account = owner.account
+            raise LocationUnreadable(f"{location}: no such object in a bucket of {account}")
+        staging = STAGING + secrets.token_hex(8)
+        walrus.copy_object(self.s3, bucket, key, IMAGES, staging)
+        try:
+            f = self._inspect_object(staging, location)
+            self._ensure_copy(staging, f)
+            with self.store.transaction() as tx:
+                self._check_new_machine(tx, name, owner)
+                _check_linked(tx.table(TABLE), kernel_id, ramdisk_id)
+                self._ensure_copy(staging, f)  # a concurrent deregister may have deleted it
+                record = _record(
+                    new_id("image"), name, "machine", f, owner,
+                    kernel_id=kernel_id, ramdisk_id=ramdisk_id, description=description,
+                )  # fmt: skip
+                return tx.table(TABLE).insert({**record, "location": location})
+        finally:
+            walrus.delete_object(self.s3, IMAGES, staging)
+
+    def _inspect_object(self, key: str, location: str) -> ImageFile:
+        """Size, sha256 and format of an object of `images`, read once."""
+        digest = hashlib.sha256()
+        head = b""
+        size = 0
+        for chunk in walrus.read_object(self.s3, IMAGES, key, CHUNK):
+            if size == 0:
+                head = chunk[: len(QCOW2_MAGIC)]
+            digest.update(chunk)
+            size += len(chunk)
+        if size == 0:
+            raise InputError(f"{location}: the object is empty, expected an image file")
+        return ImageFile(Path(location), size, digest.hexdigest(), detect_format(head))
+
+    def _ensure_copy(self, staging: str, f: ImageFile) -> None:
+        """The staged object under its sha256, unless Walrus holds it already."""
+        if not walrus.object_exists(self.s3, IMAGES, f.sha256):
+            walrus.copy_object(
+                self.s3, IMAGES, staging, IMAGES, f.sha256, metadata={"sha256": f.sha256}
+            )
+
+    def _check_new_machine(self, tx: Any, name: str, owner: Principal) -> None:
+        """The owner may record one more machine image of this name (unique, within quota)."""
+        if self._machine_named(tx.table(TABLE).all(), name, owner) is not None:
+            raise ImageNameTaken(name)
+        quotas.check(tx, owner, {"ec2:quota-imagenumber": 1})
 
     @staticmethod
     def _machine_named(records: list[dict], name: str, owner: Any) -> dict | None:
@@ -313,6 +393,23 @@ class Images:
             return {**{k: r[k] for k in keys}, "url": url}
 
         return {"image": source(record), **{k: source(v) for k, v in linked.items()}}
+
+
+def _check_linked(table: Any, kernel_id: str | None, ramdisk_id: str | None) -> None:
+    """A kernel and a ramdisk (by id) that exist and the caller may use."""
+    for kind, ref in (("kernel", kernel_id), ("ramdisk", ramdisk_id)):
+        if ref is None:
+            continue
+        record = table.get(ref)
+        if record is None or record["kind"] != kind or not shared(record):
+            raise NotFound(f"{kind} {ref} does not exist")
+
+
+def _bucket_readable(tx: Any, bucket: str, owner: Principal) -> bool:
+    """The S3 gateway's rule (cloudctl.api.s3): an account reaches its own buckets, the
+    admin account every bucket."""
+    record = tx.table(buckets.TABLE).get(bucket)
+    return owner.admin or (record is not None and record["account"] == owner.account)
 
 
 def _record(

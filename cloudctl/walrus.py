@@ -32,6 +32,7 @@ REGION = "us-east-1"
 MiB = 1024 * 1024
 PART_SIZE = 64 * MiB  # multipart above this size, in parts of this size
 MAX_PARTS = 10000  # S3's limit of parts per upload
+MAX_COPY = 5 * 1024 * MiB  # S3's limit of one CopyObject
 _DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"}
 _MISSING = {"NoSuchKey", "NotFound", "404"}
 
@@ -182,6 +183,39 @@ def upload_file(
             if isinstance(exc.__context__, ClientError):
                 raise exc.__context__ from None
             raise WalrusError(f"Walrus at {c.endpoint}: upload {bucket}/{key}: {exc}") from None
+
+
+def read_object(c: Client, bucket: str, key: str, chunk_size: int = MiB) -> Iterator[bytes]:
+    """The object's bytes, streamed in chunks (constant memory)."""
+    with _errors(c, "GetObject", bucket, key):
+        body = c.s3.get_object(Bucket=bucket, Key=key)["Body"]
+        try:
+            yield from body.iter_chunks(chunk_size)
+        finally:
+            body.close()
+
+
+def copy_object(
+    c: Client,
+    source_bucket: str,
+    source_key: str,
+    bucket: str,
+    key: str,
+    metadata: dict[str, str] | None = None,
+) -> None:
+    """Copy an object inside Walrus (server side: no byte passes through here); in 64 MiB
+    parts above S3's 5 GiB limit of one copy."""
+    from boto3.s3.transfer import TransferConfig
+
+    transfer = TransferConfig(
+        multipart_threshold=MAX_COPY, multipart_chunksize=PART_SIZE, max_concurrency=2
+    )
+    extra = {"Metadata": metadata, "MetadataDirective": "REPLACE"} if metadata else None
+    with _errors(c, "CopyObject", bucket, key):
+        c.s3.copy(
+            {"Bucket": source_bucket, "Key": source_key}, bucket, key,
+            ExtraArgs=extra, Config=transfer,
+        )  # fmt: skip
 
 
 def delete_object(c: Client, bucket: str, key: str) -> None:
