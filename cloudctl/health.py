@@ -11,7 +11,7 @@ from cloudctl.runner import PlayResult, ProgressCallback, failure_message, run_p
 STATUS_PLAYBOOK = "cloudctl.cloud.runtime.service_status"
 COMPONENTS_TASK = "Components of this host"  # task names in STATUS_PLAYBOOK
 HEALTH_TASK = "Check component health"
-COMPONENTS = ("clc", "walrus", "cc", "sc", "nc")
+COMPONENTS = ("clc", "api", "walrus", "cc", "sc", "nc")  # api: the CLC's API service
 
 HEALTHY = "healthy"
 UNHEALTHY = "unhealthy"

@@ -149,6 +149,7 @@ def test_service_status_for_real(tmp_path, monkeypatch):
                             "ansible_python_interpreter": sys.executable,
                             "clc_venv": str(Path(sys.executable).parent.parent),
                             "cloud_config_dir": str(config_dir),
+                            "clc_api_enabled": False,  # no API service to ask
                         }
                     },
                     "children": {"cloud": {"children": {"clc": {"hosts": {"box": None}}}}},

@@ -136,3 +136,25 @@ def test_walrus_credentials_problems(tmp_path):
     partial.write_text('{"access_key": "a", "secret_key": "s"}')
     check = cloud_health.HealthCheck(StandIn({"credentials": str(partial)}, {}))
     assert check.walrus() == (False, f"{partial} has no endpoint")
+
+
+def test_api_answer():
+    error = "<Response><Errors><Error><Code>{}</Code><Message>m</Message></Error></Errors>"
+    url, ca = "https://10.213.0.10:8773/", "/etc/cloud/clc/tls/ca.crt"
+    assert cloud_health.api_answer(url, ca, 401, error.format("AuthFailure")) == (
+        True,
+        f"EC2 API {url} answers (AuthFailure to an unsigned request), TLS verified with {ca}",
+    )
+    assert cloud_health.api_answer(url, ca, 403, error.format("SignatureDoesNotMatch")) == (
+        False,
+        f"{url} answered HTTP 403 (SignatureDoesNotMatch), not EC2's AuthFailure",
+    )
+    not_found = cloud_health.api_answer(url, None, 404, "Not Found\n")
+    assert not_found == (False, f"{url} answered HTTP 404 (Not Found), not EC2's AuthFailure")
+
+
+def test_api_without_endpoint(tmp_path):
+    config = tmp_path / "cloud.yml"
+    config.write_text("cloud_name: test\n")
+    check = cloud_health.HealthCheck(StandIn({"config": str(config)}, {}))
+    assert check.api() == (False, f"{config} names no API endpoint (clc_api_enabled false?)")

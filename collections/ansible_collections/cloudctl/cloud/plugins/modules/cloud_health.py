@@ -21,12 +21,15 @@ description:
   - C(cc) looks for a DHCP socket (UDP port 67) bound to I(bridge) or to one of its
     addresses, as dnsmasq opens with C(bind-interfaces) or C(bind-dynamic).
   - C(clc) runs C(cloudctl --version) from I(venv) and expects the file I(config).
+  - C(api) sends an unsigned request to the API endpoint that I(config) names (its C(api)
+    section), over TLS verified with its C(ca_file), and expects EC2's C(AuthFailure) error
+    (python3-yaml).
 options:
   component:
     description: The component to check.
     type: str
     required: true
-    choices: [clc, walrus, cc, sc, nc]
+    choices: [clc, api, walrus, cc, sc, nc]
   bridge:
     description: The cluster's instance bridge (C(cc)).
     type: str
@@ -46,7 +49,7 @@ options:
     type: path
     default: /opt/cloud/cloudctl
   config:
-    description: The cloud configuration file (C(clc)).
+    description: The cloud configuration file (C(clc), C(api)).
     type: path
     default: /etc/cloud/cloud.yml
   libvirt_uri:
@@ -104,10 +107,12 @@ detail:
 import json
 import os
 import re
+import urllib.error
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.urls import open_url
 
-COMPONENTS = ["clc", "walrus", "cc", "sc", "nc"]
+COMPONENTS = ["clc", "api", "walrus", "cc", "sc", "nc"]
 DHCP_PORT = 67
 
 
@@ -331,6 +336,46 @@ class HealthCheck:
         if not os.path.isfile(self.p["config"]):
             return False, f"{_line(out)}, but {self.p['config']} is missing"
         return True, f"{_line(out)}, config {self.p['config']}"
+
+    def api(self) -> tuple[bool, str]:
+        """The API as its clients see it: the endpoint of cloud.yml, TLS verified with the CA
+        cloud.yml names; an unsigned request must get EC2's AuthFailure."""
+        try:
+            import yaml
+        except ImportError:
+            return False, "python3-yaml is not installed on this host"
+        try:
+            with open(self.p["config"], encoding="utf-8") as fh:
+                data = yaml.safe_load(fh)
+        except (OSError, yaml.YAMLError) as exc:
+            return False, f"cannot read {self.p['config']}: {_line(str(exc))}"
+        api = data.get("api") if isinstance(data, dict) else None
+        if not isinstance(api, dict) or not api.get("endpoint"):
+            return False, f"{self.p['config']} names no API endpoint (clc_api_enabled false?)"
+        endpoint, ca_file = str(api["endpoint"]), api.get("ca_file") or None
+        try:
+            with open_url(
+                endpoint,
+                timeout=self.p["timeout"],
+                ca_path=ca_file,
+                use_proxy=False,
+                use_netrc=False,
+            ):
+                return False, f"{endpoint} accepted an unsigned request: not the cloud's API"
+        except urllib.error.HTTPError as exc:
+            return api_answer(endpoint, ca_file, exc.code, exc.read().decode("utf-8", "replace"))
+        except (urllib.error.URLError, OSError) as exc:
+            return False, f"{endpoint}: {_line(str(getattr(exc, 'reason', exc)))}"
+
+
+def api_answer(endpoint: str, ca_file: str | None, status: int, body: str) -> tuple[bool, str]:
+    """Healthy when the unsigned request got EC2's AuthFailure (HTTP 401)."""
+    code = re.search(r"<Code>([^<]*)</Code>", body)
+    if status == 401 and code and code.group(1) == "AuthFailure":
+        verified = f", TLS verified with {ca_file}" if ca_file else ""
+        return True, f"EC2 API {endpoint} answers (AuthFailure to an unsigned request){verified}"
+    what = code.group(1) if code else _line(body)[:80] or "no EC2 error"
+    return False, f"{endpoint} answered HTTP {status} ({what}), not EC2's AuthFailure"
 
 
 def _read_json(path: str) -> dict:
