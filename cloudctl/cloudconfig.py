@@ -3,7 +3,8 @@
 The clc role renders it as /etc/cloud/cloud.yml on the CLC. cloudctl reads, in order:
 $CLOUDCTL_CONFIG, /etc/cloud/cloud.yml (cloudctl runs on the CLC), <home>/cloud.yml (a copy
 fetched from the CLC by `cloudctl.cloud.runtime.fetch_config`; `cloudctl deploy` refreshes it).
-The file holds the Walrus secret key: copies are written 0600.
+The file holds the Walrus secret key: copies are written 0600. The CA certificate of the
+CLC's API comes with the copy (<home>/ca.crt), and the copy's api.ca_file names it.
 """
 
 from __future__ import annotations
@@ -217,6 +218,10 @@ def fetched_path(settings: Settings) -> Path:
     return settings.home / "cloud.yml"
 
 
+def fetched_ca_path(settings: Settings) -> Path:
+    return settings.home / "ca.crt"
+
+
 def config_path(settings: Settings, env: Mapping[str, str] | None = None) -> Path | None:
     """The configuration file to read, or None when it must be fetched from the CLC first."""
     env = os.environ if env is None else env
@@ -233,13 +238,14 @@ def fetch_config(settings: Settings) -> Path:
     from cloudctl import runner  # runner imports ansible_runner: only when needed
 
     settings.ensure_home()
-    dest = fetched_path(settings)
+    dest, ca_dest = fetched_path(settings), fetched_ca_path(settings)
+    ca_dest.unlink(missing_ok=True)  # the CLC may name no CA any more
     old_umask = os.umask(0o077)  # ansible-playbook inherits it: the copy is born 0600
     try:
         result = runner.run_playbook(
             settings,
             "cloudctl.cloud.runtime.fetch_config",
-            extravars={"cloudctl_config_dest": str(dest)},
+            extravars={"cloudctl_config_dest": str(dest), "cloudctl_ca_dest": str(ca_dest)},
             operation="fetch-config",
             journal=False,
         )
@@ -249,7 +255,21 @@ def fetch_config(settings: Settings) -> Path:
     if not dest.is_file():
         raise ConfigError(f"the CLC's cloud configuration was not copied to {dest}")
     dest.chmod(0o600)
+    if ca_dest.is_file():
+        point_at_ca_copy(dest, ca_dest)
     return dest
+
+
+def point_at_ca_copy(config_copy: Path, ca_copy: Path) -> None:
+    """Make the copy's api.ca_file name the CA certificate fetched beside it (the CLC's path
+    of it means nothing here). Written atomically, 0600."""
+    data = yaml.safe_load(config_copy.read_text(encoding="utf-8"))
+    data["api"]["ca_file"] = str(ca_copy)
+    tmp = config_copy.with_name(f".{config_copy.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        yaml.safe_dump(data, fh, sort_keys=False)
+    os.replace(tmp, config_copy)
 
 
 def get_config(settings: Settings) -> CloudConfig:

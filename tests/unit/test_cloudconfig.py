@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cloudctl.cloudconfig import config_path, load_config, public_ip_candidates
+from cloudctl.cloudconfig import (
+    Api,
+    config_path,
+    load_config,
+    point_at_ca_copy,
+    public_ip_candidates,
+)
 from cloudctl.config import Settings
 from cloudctl.errors import ConfigError, InputError
 
@@ -120,3 +126,14 @@ def test_malformed_pool_is_one_clear_line(tmp_path):
         ConfigError, match=r"clusters.zone-b.public_ips '198.51.100.9-198.51.100.3'"
     ):
         load_config(write(tmp_path, data))
+
+
+def test_the_fetched_copy_names_the_fetched_ca(tmp_path):
+    api = {"endpoint": "https://10.0.0.5:8773/", "region": "eucalyptus",
+           "ca_file": "/etc/cloud/clc/tls/ca.crt"}  # fmt: skip
+    copy = write(tmp_path, {**CONFIG, "api": api})
+    point_at_ca_copy(copy, tmp_path / "ca.crt")
+    config = load_config(copy)
+    assert config.api == Api("https://10.0.0.5:8773/", "eucalyptus", str(tmp_path / "ca.crt"))
+    assert config.walrus.secret_key == "SK"
+    assert copy.stat().st_mode & 0o777 == 0o600
