@@ -405,7 +405,9 @@ def credentials_files(
             f"aws_secret_access_key = {key['secret_access_key']}\n"
         ),
         "config": (
-            f"[profile {profile}]\nregion = {region}\n{ca_line}services = {profile}\n\n"
+            f"[profile {profile}]\nregion = {region}\n{ca_line}services = {profile}\n"
+            # Walrus serves buckets by path (a host name endpoint would get virtual hosts).
+            "s3 =\n  addressing_style = path\n\n"
             f"[services {profile}]\n{services}"
         ),
         "eucarc": (
