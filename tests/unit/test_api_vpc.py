@@ -265,3 +265,86 @@ def test_the_fields_other_families_take_are_ec2_shapes(cloud):
         "IpProtocol": "-1", "UserIdGroupPairs": [], "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
         "Ipv6Ranges": [], "PrefixListIds": [],
     }]  # fmt: skip
+
+
+def instance(iid, account, user, state, **extra):
+    return {"id": iid, "account": account, "user": user, "reservation": "r-0000000a",
+            "image_id": "emi-0000000a", "type": "m1.small", "vcpus": 1, "zone": "zone-a",
+            "node": "nc1", "private_ip": "172.31.0.10", "mac": "d0:0d:00:00:00:0a",
+            "groups": [], "state": state, "created": "2026-12-05T04:00:00Z", **extra}  # fmt: skip
+
+
+def test_describe_instance_status_and_attribute_as_ec2_instance_asks(cloud):
+    app, keys, _, store, _ = cloud
+    with store.transaction() as tx:
+        tx.table("groups").insert({"id": "sg-0000000a", "name": "web", "account": "dev",
+                                   "user": "alice", "description": "", "rules": []})  # fmt: skip
+        for record in (
+            instance("i-0000000a", "dev", "alice", "running", groups=["sg-0000000a"]),
+            instance("i-0000000b", "dev", "alice", "pending"),
+            instance("i-0000000c", "admin", "admin", "running"),
+        ):
+            tx.table("instances").insert(record)
+
+    def statuses(**params):
+        status, out = call(app, keys["alice"], {"Action": "DescribeInstanceStatus", **params})
+        assert status == 200, out
+        return {s["InstanceId"]: s for s in out["InstanceStatuses"]}
+
+    running = statuses()  # running instances only, the caller's only
+    assert list(running) == ["i-0000000a"]
+    assert running["i-0000000a"] == {
+        "InstanceId": "i-0000000a",
+        "AvailabilityZone": "zone-a",
+        "InstanceState": {"Code": 16, "Name": "running"},
+        "SystemStatus": {"Status": "ok", "Details": [{"Name": "reachability", "Status": "passed"}]},
+        "InstanceStatus": {
+            "Status": "ok",
+            "Details": [{"Name": "reachability", "Status": "passed"}],
+        },
+        "Events": [],
+    }
+    every = statuses(IncludeAllInstances="true")  # what ec2_instance asks after RunInstances
+    assert sorted(every) == ["i-0000000a", "i-0000000b"]
+    assert every["i-0000000b"]["InstanceState"] == {"Code": 0, "Name": "pending"}
+    assert every["i-0000000b"]["InstanceStatus"]["Status"] == "not-applicable"
+    assert list(statuses(IncludeAllInstances="true", **{"InstanceId.1": "i-0000000b"})) == [
+        "i-0000000b"
+    ]
+    assert list(statuses(IncludeAllInstances="true", **filters(**{
+        "instance-state-name": ["pending"]}))) == ["i-0000000b"]  # fmt: skip
+    status, out = call(app, keys["alice"], {"Action": "DescribeInstanceStatus",
+                                            "InstanceId.1": "i-0000000c"})  # fmt: skip
+    assert status == 400 and out["Error"]["Code"] == "InvalidInstanceID.NotFound"
+
+    def attribute(name, iid="i-0000000a"):
+        params = {"Action": "DescribeInstanceAttribute", "InstanceId": iid, "Attribute": name}
+        return call(app, keys["alice"], params)
+
+    status, out = attribute("instanceType")
+    assert (status, out["InstanceId"], out["InstanceType"]) == (
+        200,
+        "i-0000000a",
+        {"Value": "m1.small"},
+    )
+    _, out = attribute("groupSet")
+    assert out["Groups"] == [{"GroupId": "sg-0000000a", "GroupName": "web"}]
+    _, out = attribute("disableApiTermination")
+    assert out["DisableApiTermination"] == {"Value": False}
+    _, out = attribute("sourceDestCheck")
+    assert out["SourceDestCheck"] == {"Value": True}
+    for refused, code in [
+        (attribute("userData"), "InvalidParameterValue"),  # not kept by the cloud
+        (attribute("instanceType", "i-0000000c"), "InvalidInstanceID.NotFound"),
+        (attribute("instanceType", "instance-1"), "InvalidInstanceID.Malformed"),
+    ]:
+        assert (refused[0], refused[1]["Error"]["Code"]) == (400, code)
+
+
+def test_the_vpc_block_holds_every_zone_subnet(tmp_path):
+    one = {**CLOUD, "clusters": {"zone-a": CLOUD["clusters"]["zone-a"]}}
+    assert vpc.vpc_cidr(parse_config(one, tmp_path / "one.yml")) == ZONE_A_SUBNET
+    apart = {**CLOUD, "clusters": {"zone-a": CLOUD["clusters"]["zone-a"],
+                                   "zone-c": {**CLOUD["clusters"]["zone-b"],
+                                              "subnet": "172.31.9.0/24"}}}  # fmt: skip
+    assert vpc.vpc_cidr(parse_config(apart, tmp_path / "apart.yml")) == "172.31.0.0/20"
