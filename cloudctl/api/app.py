@@ -123,6 +123,7 @@ class Api:
             return secret
 
         headers = headers_of(environ)
+        service = actions.SERVICES.get(params.get("Action", ""), SERVICE)
         signed = sigv4.verify(
             method,
             raw_path(environ),
@@ -130,7 +131,7 @@ class Api:
             headers,
             sigv4.payload_hash(SERVICE, body, headers),
             secret_of,
-            service=SERVICE,
+            service=service,
             region=region_of(config),
         )
         principal = principals[signed.access_key_id]

@@ -3,9 +3,16 @@ parsed by botocore), and the VPC fields and parameters the other families take f
 
 from __future__ import annotations
 
+import io
+from urllib.parse import urlencode, urlsplit
+
 import pytest
 import yaml
 from botocore import parsers
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+from botocore.session import get_session
 
 from cloudctl.api import render
 from cloudctl.api.actions import vpc
@@ -17,7 +24,7 @@ from cloudctl.identity import ADMIN, Identity, Principal
 from cloudctl.instances import ip_pool
 from cloudctl.state import StateStore
 from tests.unit.helpers import init_state
-from tests.unit.test_api_app import CLOUD, EC2, call
+from tests.unit.test_api_app import CLOUD, EC2, ENDPOINT, REGION, call
 
 ZONE_A_SUBNET = "172.31.0.0/24"  # CLOUD's zones: zone-a 172.31.0.0/24, zone-b 172.31.1.0/24
 
@@ -348,3 +355,48 @@ def test_the_vpc_block_holds_every_zone_subnet(tmp_path):
                                    "zone-c": {**CLOUD["clusters"]["zone-b"],
                                               "subnet": "172.31.9.0/24"}}}  # fmt: skip
     assert vpc.vpc_cidr(parse_config(apart, tmp_path / "apart.yml")) == "172.31.0.0/20"
+
+
+def sts_call(app, key, service):
+    """GetCallerIdentity as botocore's STS client sends it, signed for `service`; the answer
+    parsed with STS's model: (status, parsed)."""
+    body = urlencode({"Action": "GetCallerIdentity", "Version": "2011-06-15"}).encode()
+    request = AWSRequest("POST", ENDPOINT, data=body,
+                         headers={"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+    SigV4Auth(
+        Credentials(key["access_key_id"], key["secret_access_key"]), service, REGION
+    ).add_auth(request)
+    url = urlsplit(ENDPOINT)
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/", "QUERY_STRING": "",
+               "wsgi.url_scheme": "https", "HTTP_HOST": url.netloc,
+               "wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body))}  # fmt: skip
+    for name, value in request.headers.items():
+        key_name = name.upper().replace("-", "_")
+        environ[key_name if key_name == "CONTENT_TYPE" else f"HTTP_{key_name}"] = value
+    answer = {}
+    payload = b"".join(app(environ, lambda status, headers: answer.update(status=status)))
+    status = int(answer["status"].split()[0])
+    operation = get_session().get_service_model("sts").operation_model("GetCallerIdentity")
+    parsed = parsers.create_parser("query").parse(
+        {"body": payload, "headers": {}, "status_code": status},
+        operation.output_shape if status == 200 else None,
+    )
+    return status, parsed
+
+
+def test_get_caller_identity_for_sts_clients(cloud):
+    """ec2_security_group asks STS who it is (at the EC2 endpoint) before comparing owners."""
+    app, keys, _, _, numbers = cloud
+    status, out = sts_call(app, keys["alice"], "sts")
+    assert status == 200, out
+    assert (out["Account"], out["Arn"], out["UserId"]) == (
+        numbers["dev"],
+        f"arn:aws:iam::{numbers['dev']}:user/alice",
+        "dev/alice",
+    )
+    status, out = sts_call(app, keys["admin"], "sts")
+    assert (status, out["Account"]) == (200, numbers["admin"])
+    # Each action is signed for its own service: STS's for sts, EC2's for ec2.
+    status, out = sts_call(app, keys["alice"], "ec2")
+    assert (status, out["Error"]["Code"]) == (401, "AuthFailure")
+    assert "scoped to correct service: 'sts'" in out["Error"]["Message"]

@@ -25,15 +25,18 @@ from cloudctl.api.request import ApiRequest
 
 Handler = Callable[[ApiRequest], dict[str, Any]]
 ACTIONS: dict[str, Handler] = {}
+SERVICES: dict[str, str] = {}  # action -> the SigV4 service its requests are signed for
 
 
-def action(name: str) -> Callable[[Handler], Handler]:
-    """Register a handler for an EC2 action name."""
+def action(name: str, *, service: str = "ec2") -> Callable[[Handler], Handler]:
+    """Register a handler for an action name: EC2's, or another Query API's whose clients
+    sign for `service` (STS's GetCallerIdentity: "sts")."""
 
     def register(handler: Handler) -> Handler:
         if name in ACTIONS and ACTIONS[name] is not handler:
             raise ValueError(f"action {name} has two handlers")
         ACTIONS[name] = handler
+        SERVICES[name] = service
         return handler
 
     return register
