@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from tests.conftest import PROJECT, labhost
+from tests.integration.api_fixtures import ops_api  # noqa: F401 (a fixture)
 from tests.integration.cloud_client import CloudClient, in_host
 
 OPS_POOL = "198.51.100.16/28"
