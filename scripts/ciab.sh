@@ -7,10 +7,12 @@
 #
 #   scripts/ciab.sh            deploy (again) and show `cloudctl service status`
 #   scripts/ciab.sh --destroy  run reset.yml, then remove the lab host
+#
+# CIAB_HOST names the lab host (default ciab), for two demos on one machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PROJECT="$PWD"
-HOST=ciab
+HOST="${CIAB_HOST:-ciab}"
 INVENTORY="$PROJECT/.lab/ciab/inventory"
 CLOUD_HOME="$PROJECT/.lab/ciab/cloudctl"
 export PATH="$PROJECT/.venv/bin:$PATH"
@@ -33,6 +35,7 @@ if ! python3 molecule/labhost.py list | grep -q "^$HOST "; then
 fi
 mkdir -p "$PROJECT/.lab/ciab"
 python3 molecule/labhost.py inventory "$HOST" --groups-from inventory/ciab --out "$INVENTORY" >/dev/null
+sed -i "s/\bciab:/$HOST:/" "$INVENTORY/hosts.yml"  # the example's host is the lab host
 cloudctl cloud add ciab --inventory "$INVENTORY" --home "$CLOUD_HOME"
 
 cloudctl deploy
@@ -78,6 +81,24 @@ done
 [ -n "$KEYS" ] || { echo "ciab: $IID printed no SSH host keys on its console" >&2; exit 1; }
 echo "$KEYS" | sed "s/^/$IP /" > "$GUEST_KNOWN_HOSTS"
 
+# A user of the cloud: account demo (its first user is demo/admin) and an access key for the
+# CLC's EC2 and S3 API. The API serves the CLC's own state, so the CLC's cloudctl makes them
+# (the cloudctl of this shell keeps its own state for the operations above).
+clc_cloudctl() {
+  python3 molecule/labhost.py run "$HOST" -- env -i HOME=/root PATH=/usr/bin:/bin bash -lc "cloudctl $*"
+}
+CREDS="$PROJECT/.lab/ciab/demo-credentials"
+if [ ! -d "$CREDS" ]; then
+  clc_cloudctl account show demo >/dev/null 2>&1 || clc_cloudctl account create demo
+  clc_cloudctl user credentials demo/admin --output-dir "$CREDS"
+  # The files name the cloud's CA where the CLC keeps it; here, use the copy cloudctl fetched.
+  cp "$CLOUD_HOME/ca.crt" "$CREDS/ca.crt"
+  sed -i "s|^ca_bundle = .*|ca_bundle = $CREDS/ca.crt|" "$CREDS/config"
+  sed -i "s|^export AWS_CA_BUNDLE=.*|export AWS_CA_BUNDLE=$CREDS/ca.crt|" "$CREDS/eucarc"
+fi
+API=$(python3 -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["api"]["endpoint"])' \
+  "$CLOUD_HOME/cloud.yml")
+
 LAB_IP=$(python3 molecule/labhost.py list | awk -v h=$HOST '$1==h {print $2}')
 echo
 echo "The cloud runs in lab host '$HOST' ($LAB_IP); instance $IID has address $IP"
@@ -86,4 +107,10 @@ JUMP="ssh -i /root/.cloudlab/id_ed25519 -o StrictHostKeyChecking=yes -o UserKnow
 echo "SSH in:    ssh -i $KEY -o StrictHostKeyChecking=yes -o UserKnownHostsFile=$GUEST_KNOWN_HOSTS -o ProxyCommand='$JUMP' root@$IP"
 echo "           (the volume is /dev/disk/by-id/virtio-$VOL)"
 echo "Use it:    cloudctl --cloud ciab instance list   (plain \`cloudctl instance list\` while ciab is the default cloud)"
+echo "The API:   $API (EC2 and S3 over HTTPS, certificate signed by the cloud's CA)"
+echo "           user demo/admin's files in $CREDS:"
+echo "           credentials + config (AWS profile demo-admin: keys, region, endpoints, CA),"
+echo "           eucarc (the same as exports), ca.crt (the cloud's CA)"
+echo "           AWS_CONFIG_FILE=$CREDS/config AWS_SHARED_CREDENTIALS_FILE=$CREDS/credentials \\"
+echo "             aws --profile demo-admin --endpoint-url $API ec2 describe-availability-zones"
 echo "Remove it: scripts/ciab.sh --destroy"
