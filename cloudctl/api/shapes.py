@@ -38,10 +38,16 @@ def tag_set(record: Mapping[str, Any]) -> list[dict[str, str]]:
     return [{"key": k, "value": v} for k, v in sorted((record.get("tags") or {}).items())]
 
 
-def tags_on_create(params: Params, resource_type: str) -> dict[str, str]:
+def tags_on_create(
+    params: Params, resource_type: str, *, made_none_of: tuple[str, ...] = ()
+) -> dict[str, str]:
     """The tags `TagSpecification.N` gives a new resource of EC2's `resource_type`, checked
-    (tags.validate) before anything is created; a specification for another type is refused."""
+    (tags.validate) before anything is created; a specification for another type is refused,
+    but for `made_none_of`: types EC2 makes along that this cloud does not (RunInstances'
+    volumes), whose tags are checked and go nowhere."""
     specs = params.tag_specifications()
+    for unmade in made_none_of:
+        tag_service.validate(specs.pop(unmade, {}))
     others = sorted(set(specs) - {resource_type})
     if others:
         raise ApiError(

@@ -176,7 +176,11 @@ def test_instance_life_answers_first_states_and_describe_shows_the_transitions(a
                                      "SecurityGroup.1": "default",
                                      "TagSpecification.1.ResourceType": "instance",
                                      "TagSpecification.1.Tag.1.Key": "Name",
-                                     "TagSpecification.1.Tag.1.Value": "web"})  # fmt: skip
+                                     "TagSpecification.1.Tag.1.Value": "web",
+                                     # ec2_instance's: a launch makes no volume to tag here
+                                     "TagSpecification.2.ResourceType": "volume",
+                                     "TagSpecification.2.Tag.1.Key": "Name",
+                                     "TagSpecification.2.Tag.1.Value": "web"})  # fmt: skip
     assert out["OwnerId"] == api.numbers["dev"] and out["ReservationId"].startswith("r-")
     assert [g["GroupName"] for g in out["Groups"]] == ["default"]
     first, second = out["Instances"]
@@ -267,8 +271,10 @@ def test_run_refusals_change_nothing(api):
         ({"MinCount": "2"}, "InvalidParameterValue"),
         ({"MaxCount": "0"}, "InvalidParameterValue"),
         ({"KernelId": "eki-0000ffff"}, "InvalidParameterValue"),
-        ({"TagSpecification.1.ResourceType": "volume",
+        ({"TagSpecification.1.ResourceType": "snapshot",
           "TagSpecification.1.Tag.1.Key": "a"}, "InvalidParameterValue"),
+        ({"TagSpecification.1.ResourceType": "volume",
+          "TagSpecification.1.Tag.1.Key": "aws:a"}, "InvalidParameterValue"),
         ({"BlockDeviceMapping.1.DeviceName": "/dev/vdb"}, "InvalidParameterValue"),
         ({"DryRun": "true", "KeyName": "laptop"}, "DryRunOperation"),
     ):  # fmt: skip

@@ -106,7 +106,9 @@ def run_instances(request: ApiRequest) -> dict[str, Any]:
             KeyPairs(request.store).show(keypair)
     _check_image_parts(request, image_id)
     user_data = _user_data(params)
-    tags = tags_on_create(params, "instance")
+    # EC2 tags the volumes a launch makes with "volume" (amazon.aws's ec2_instance always
+    # sends both): the root disk is instance store here, so a launch makes no volume.
+    tags = tags_on_create(params, "instance", made_none_of=("volume",))
     params.string("ClientToken")  # not honoured: see the module's docstring
     dry_run(params)
 
