@@ -82,12 +82,12 @@ class CloudClient:
         return keys
 
 
-def in_host(host: str, *command: str) -> subprocess.CompletedProcess:
-    """A command inside all the namespaces of a lab host."""
+def in_host(host: str, *command: str, input: str | None = None) -> subprocess.CompletedProcess:
+    """A command inside all the namespaces of a lab host (`input`: its standard input)."""
     info = labhost.load_info(host)
     return subprocess.run(
         ["nsenter", "-t", str(info["sshd_pid"]), "-m", "-u", "-n", "--", *command],
-        capture_output=True, text=True, check=False,
+        capture_output=True, text=True, check=False, input=input,
     )  # fmt: skip
 
 

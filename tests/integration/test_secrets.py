@@ -117,10 +117,17 @@ def find_in_tree(root: Path, canaries: dict[str, str], skip: tuple[Path, ...] = 
 
 
 def find_in_host_logs(host: str, canaries: dict[str, str]) -> list[str]:
+    """One pass over /var/log finds the files that hold any canary (none, when all is well);
+    only those are searched for each canary."""
+    assert not [name for name, value in canaries.items() if "\n" in value], canaries
+    values = "".join(f"{value}\n" for value in canaries.values())
+    proc = in_host(host, "grep", "-rlsaF", "-f", "-", "/var/log", input=values)
+    assert proc.returncode in (0, 1, 2), proc.stderr  # 2: an unreadable file (a socket)
+    holders = proc.stdout.split()
     found = []
-    for name, value in canaries.items():
-        proc = in_host(host, "grep", "-rlsaF", "-e", value, "/var/log")
-        assert proc.returncode in (0, 1, 2), proc.stderr  # 2: an unreadable file (a socket)
+    for name, value in canaries.items() if holders else ():
+        proc = in_host(host, "grep", "-lsaF", "-e", value, *holders)
+        assert proc.returncode in (0, 1, 2), proc.stderr
         found += [f"{host}:{path}: {name}" for path in proc.stdout.split()]
     return found
 
@@ -245,7 +252,10 @@ def exercise(s: Session, c: CloudClient, tmp_path: Path, cleanup: list) -> None:
     c.guest(c.host, inst["private_ip"], "true")
     s.run("service", "status")
     s.json("service", "status")
-    s.run("deploy", "--check")
+    # Check mode with diffs through the roles that hold secrets (walrus: its keys and
+    # s3.json; clc: admin.json, cloud.yml; common, their dependency); sc, cc and nc read
+    # none, and the full deploy's own artifacts are searched with the rest.
+    s.run("deploy", "--check", "--tags", "walrus,clc")
 
 
 def collect_canaries(s: Session, c: CloudClient, tmp_path: Path) -> dict[str, str]:
