@@ -218,8 +218,10 @@ def test_api_server_with_boto3_and_awscli(api_cloud, monkeypatch):
     zones = ec2.describe_availability_zones()["AvailabilityZones"]
     assert [(z["ZoneName"], z["State"]) for z in zones] == [("zone-a", "available")]
     attributes = ec2.describe_account_attributes()["AccountAttributes"]
-    assert {a["AttributeName"]: a["AttributeValues"][0]["AttributeValue"] for a in attributes} == {
-        "supported-platforms": "EC2", "default-vpc": "none",
+    [vpc] = ec2.describe_vpcs()["Vpcs"]  # the default VPC facade
+    assert {a["AttributeName"]: [v["AttributeValue"] for v in a["AttributeValues"]]
+            for a in attributes} == {
+        "supported-platforms": ["EC2", "VPC"], "default-vpc": [vpc["VpcId"]],
     }  # fmt: skip
     types = ec2.describe_instance_types(MaxResults=5)["InstanceTypes"]
     assert {(t["InstanceType"], t["VCpuInfo"]["DefaultVCpus"], t["MemoryInfo"]["SizeInMiB"])

@@ -17,8 +17,10 @@ from botocore.session import get_session
 
 from cloudctl import errors
 from cloudctl.api import actions
+from cloudctl.api.actions.vpc import default_vpc_id
 from cloudctl.api.app import Api
 from cloudctl.api.errors import api_error
+from cloudctl.cloudconfig import parse_config
 from cloudctl.identity import ADMIN, Identity, Principal, current_owner
 from cloudctl.quotas import QuotaExceeded
 from cloudctl.state import StateStore
@@ -112,9 +114,10 @@ def test_the_four_actions(cloud):
         ("zone-a", "available", REGION), ("zone-b", "unavailable", REGION)
     ]  # fmt: skip
     _, out = call(app, keys["alice"], {"Action": "DescribeAccountAttributes"})
+    vpc_id = default_vpc_id(parse_config(CLOUD, Path("cloud.yml")))  # the default VPC facade
     assert {a["AttributeName"]: [v["AttributeValue"] for v in a["AttributeValues"]]
-            for a in out["AccountAttributes"]} == {"supported-platforms": ["EC2"],
-                                                   "default-vpc": ["none"]}  # fmt: skip
+            for a in out["AccountAttributes"]} == {"supported-platforms": ["EC2", "VPC"],
+                                                   "default-vpc": [vpc_id]}  # fmt: skip
     _, out = call(app, keys["alice"], {"Action": "DescribeInstanceTypes"})
     small = next(t for t in out["InstanceTypes"] if t["InstanceType"] == "m1.small")
     assert small["VCpuInfo"]["DefaultVCpus"] == 1 and small["MemoryInfo"]["SizeInMiB"] == 512

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from cloudctl.api.actions import action
+from cloudctl.api.actions.vpc import default_vpc_id
 from cloudctl.api.errors import ApiError
 from cloudctl.api.params import filter_items, paginate
 from cloudctl.api.request import ApiRequest
@@ -103,19 +104,21 @@ def _capacity_row(name: str, text: str) -> dict[str, Any]:
     return {"zoneName": name, "zoneState": text}
 
 
-# EC2's account attributes as this cloud has them: EC2-Classic networking, no default VPC.
-ACCOUNT_ATTRIBUTES = {"supported-platforms": ["EC2"], "default-vpc": ["none"]}
-
-
 @action("DescribeAccountAttributes")
 def describe_account_attributes(request: ApiRequest) -> dict[str, Any]:
+    """EC2's account attributes as this cloud has them: EC2-Classic's network, presented as
+    a default VPC too (cloudctl.api.actions.vpc), as EC2 accounts that had both platforms."""
+    attributes = {
+        "supported-platforms": ["EC2", "VPC"],
+        "default-vpc": [default_vpc_id(request.config)],
+    }
     names = request.params.list("AttributeName")
     for name in names:
-        if name not in ACCOUNT_ATTRIBUTES:
+        if name not in attributes:
             raise ApiError(
                 "InvalidParameterValue",
                 f"Value ({name}) for parameter attributeName is invalid. Expecting one of: "
-                f"{', '.join(ACCOUNT_ATTRIBUTES)}.",
+                f"{', '.join(attributes)}.",
             )
     return {
         "accountAttributeSet": [
@@ -123,7 +126,7 @@ def describe_account_attributes(request: ApiRequest) -> dict[str, Any]:
                 "attributeName": name,
                 "attributeValueSet": [{"attributeValue": value} for value in values],
             }
-            for name, values in ACCOUNT_ATTRIBUTES.items()
+            for name, values in attributes.items()
             if not names or name in names
         ]
     }
