@@ -27,6 +27,10 @@ class CapacityError(CloudError):
     exit_code = 4
 
 
+class IncorrectState(InputError):
+    """The resource is in a state that does not allow what was asked."""
+
+
 class NotFound(InputError):
     """A resource named by the operator does not exist."""
 

@@ -11,7 +11,7 @@ import secrets
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
 
-from cloudctl.errors import InputError
+from cloudctl.errors import IncorrectState, InputError
 
 # kind -> prefix. Images, kernels and ramdisks are all "images" to the operator.
 PREFIXES: dict[str, str] = {
@@ -148,4 +148,4 @@ def require_transition(kind: str, current: str, new: str, resource_id: str = "")
     """Raise InputError with one line unless the transition is allowed."""
     if not can_transition(kind, current, new):
         name = f"{kind} {resource_id}" if resource_id else kind
-        raise InputError(f"{name} is {current}: cannot move to {new}")
+        raise IncorrectState(f"{name} is {current}: cannot move to {new}")

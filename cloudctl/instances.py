@@ -27,7 +27,7 @@ from cloudctl import images as images_service
 from cloudctl import keypairs, quotas, usage, walrus
 from cloudctl.addresses import TABLE as ADDRESSES
 from cloudctl.addresses import address_view
-from cloudctl.errors import CapacityError, InputError, NotFound
+from cloudctl.errors import CapacityError, IncorrectState, InputError, NotFound
 from cloudctl.identity import current_owner, shared, visible
 from cloudctl.ids import InstanceState, new_id, parse_id, require_transition
 from cloudctl.runner import PlayResult, ProgressCallback, TaskResult, run_playbook
@@ -346,6 +346,11 @@ class Instances(CloudService):
                     raise NotFound(f"instance {iid} does not exist")
                 if record["state"] == _S.TERMINATED:
                     continue
+                if record["state"] == _S.PENDING:  # its launch play may still start it
+                    raise IncorrectState(
+                        f"instance {iid} is pending: terminate it once it is running (a launch "
+                        "that was interrupted: `cloudctl reconcile --fix` ends it first)"
+                    )
                 require_transition("instance", record["state"], _S.SHUTTING_DOWN, iid)
                 records.append(table.update(iid, state=_S.SHUTTING_DOWN.value))
             gone = {r["id"] for r in records}

@@ -365,10 +365,15 @@ class Volumes(CloudService):
         client = walrus.client(self.config.walrus)
         # gzip of raw data can be slightly bigger than the data: one spare part.
         parts = math.ceil(volume["size_gb"] * 1024 / PART_SIZE_MB) + 1
-        upload_id = walrus.start_multipart(client, walrus.SNAPSHOTS, sid)
-        urls = walrus.presigned_part_urls(
-            client, walrus.SNAPSHOTS, sid, upload_id, parts, URL_EXPIRY
-        )
+        try:
+            upload_id = walrus.start_multipart(client, walrus.SNAPSHOTS, sid)
+            urls = walrus.presigned_part_urls(
+                client, walrus.SNAPSHOTS, sid, upload_id, parts, URL_EXPIRY
+            )
+        except Exception as exc:  # the snapshot ends in error, not pending
+            with self.store.transaction() as tx:
+                tx.table(SNAPSHOTS).update(sid, state=_S.ERROR.value, reason=f"Walrus: {exc}")
+            raise
         extravars = {
             "cloud_volume": sc_view(volume),
             "cloud_part_urls": urls,

@@ -113,6 +113,8 @@ def api_error(error: BaseException) -> ApiError:
         found = _RESOURCE_ID.search(message)
         kind = ids.kind_of(found.group(0)) if found else None
         return ApiError(NOT_FOUND_CODES[kind] if kind else "InvalidParameterValue", message)
+    if isinstance(error, errors.IncorrectState):
+        return ApiError("IncorrectState", message)
     if isinstance(error, errors.InputError):
         return ApiError("InvalidParameterValue", message)
     if isinstance(error, errors.CapacityError):

@@ -176,7 +176,8 @@ def user_credentials(obj: CliContext, name: str, output_dir: Path) -> None:
     if config.api is None:
         raise InputError("the cloud has no API endpoint in its configuration (deploy it)")
     key_record = _identity(obj).create_key(principal)
-    endpoints = {"ec2": config.api.endpoint, "s3": config.api.endpoint}
+    # sts: clients (amazon.aws) ask GetCallerIdentity of the same service.
+    endpoints = dict.fromkeys(("ec2", "s3", "sts"), config.api.endpoint)
     paths = identity.credentials_files(
         output_dir, principal, key_record, endpoints, config.api.region, config.api.ca_file
     )
