@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -18,7 +19,9 @@ from pathlib import Path
 
 import paramiko
 import pytest
+from click.testing import CliRunner
 
+from cloudctl.cli.main import cli
 from cloudctl.hostkeys import HostKey, console_host_keys
 from tests.conftest import labhost
 
@@ -37,13 +40,18 @@ class CloudClient:
         self.ids: dict = {}
         self.host_keys: dict[str, list[HostKey]] = {}  # guest address -> keys from its console
 
-    def cloudctl(self, *args: str, ok: bool = True, timeout: int = 1800):
-        env = dict(os.environ, CLOUDCTL_HOME=str(self.home), PATH=f"{BIN}:{os.environ['PATH']}")
-        env.pop("CLOUDCTL_CONFIG", None)
-        proc = subprocess.run(
-            [str(BIN / "cloudctl"), "--inventory", str(self.inventory), *args],
-            capture_output=True, text=True, env=env, timeout=timeout, check=False,
-        )  # fmt: skip
+    def cloudctl(self, *args: str, ok: bool = True, timeout: int = 1800, here: bool = False):
+        """cloudctl as a new process (`here`: in this one, see cloudctl_here)."""
+        if here:
+            proc = cloudctl_here(["--inventory", str(self.inventory), *args],
+                                 {"CLOUDCTL_HOME": str(self.home), "CLOUDCTL_CONFIG": None})  # fmt: skip
+        else:
+            env = dict(os.environ, CLOUDCTL_HOME=str(self.home), PATH=f"{BIN}:{os.environ['PATH']}")
+            env.pop("CLOUDCTL_CONFIG", None)
+            proc = subprocess.run(
+                [str(BIN / "cloudctl"), "--inventory", str(self.inventory), *args],
+                capture_output=True, text=True, env=env, timeout=timeout, check=False,
+            )  # fmt: skip
         if ok:
             assert proc.returncode == 0, f"cloudctl {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
         assert "Traceback" not in proc.stderr
@@ -80,6 +88,29 @@ class CloudClient:
         keys = console_host_keys(self.cloudctl("instance", "console", instance["id"]).stdout)
         self.host_keys[ip] = keys
         return keys
+
+
+def cloudctl_here(argv: list[str], env: dict[str, str | None]) -> subprocess.CompletedProcess:
+    """cloudctl in this process, as a new process would run it: the environment with `env`
+    (None unsets) and the venv first on PATH, no standard input, its own stdout and stderr,
+    a root logger without handlers (cloudctl's basicConfig binds one to this run's stderr).
+    A new interpreter costs 0.3-2 s of imports per command, which adds up where a test runs
+    a hundred quick ones; the plays still go through ansible-playbook to the hosts."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    root.handlers.clear()
+    try:
+        result = CliRunner().invoke(
+            cli, argv, env={"PATH": f"{BIN}:{os.environ['PATH']}", **env}, prog_name="cloudctl"
+        )
+    finally:
+        for handler in root.handlers:
+            handler.close()
+        root.handlers[:], root.level = handlers, level
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return subprocess.CompletedProcess(["cloudctl", *argv], result.exit_code, result.stdout,
+                                       result.stderr)  # fmt: skip
 
 
 def in_host(host: str, *command: str, input: str | None = None) -> subprocess.CompletedProcess:
