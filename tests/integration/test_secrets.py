@@ -74,16 +74,16 @@ class Session:
         self.cloud = cloud
         self.outputs: list[tuple[str, str]] = []  # (what, text)
 
-    def run(self, *args: str, ok: bool = True, keep_stdout: bool = True):
-        proc = self.cloud.cloudctl(*args, ok=ok)
+    def run(self, *args: str, ok: bool = True, keep_stdout: bool = True, here: bool = False):
+        proc = self.cloud.cloudctl(*args, ok=ok, here=here)
         label = "cloudctl " + " ".join(args)
         if keep_stdout:
             self.outputs.append((f"stdout of {label}", proc.stdout))
         self.outputs.append((f"stderr of {label}", proc.stderr))
         return proc
 
-    def json(self, *args: str):
-        return json.loads(self.run("-o", "json", *args).stdout)
+    def json(self, *args: str, here: bool = False):
+        return json.loads(self.run("-o", "json", *args, here=here).stdout)
 
 
 @pytest.fixture
@@ -191,10 +191,12 @@ def test_secrets_stay_out_of_artifacts_logs_and_output(session, tmp_path):
             if s.run(*args, ok=False).returncode != 0:
                 failed.append(" ".join(args))
     assert failed == [], f"clean-up failed: {failed}"
-    s.run("event", "list")
-    for event in s.json("event", "list"):  # the deploy's too
-        s.run("event", "show", event["id"])
-        s.json("event", "show", event["id"])
+    # Every event of the shared cloud (the deploy's too), shown in this process: a new
+    # interpreter for each of some hundred events took minutes (they read no presigned URL).
+    s.run("event", "list", here=True)
+    for event in s.json("event", "list", here=True):
+        s.run("event", "show", event["id"], here=True)
+        s.json("event", "show", event["id"], here=True)
 
     canaries = collect_canaries(s, c, tmp_path)
     skip = tuple(c.home / name for name in HOME_HOLDERS)
