@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -146,9 +147,10 @@ def test_deploy_two_zones_and_launch(cloud):
     emi = next(r["id"] for r in rows if r["kind"] == "machine")
     cloud.cloudctl("group", "create", "web")
     cloud.cloudctl("group", "create", "db")
-    web = cloud.json("instance", "run", "--image", emi, "--keypair", "k", "--group", "web")[0]
-    db = cloud.json("instance", "run", "--image", emi, "--keypair", "k", "--group", "db")[0]
-    far = cloud.json("instance", "run", "--image", emi, "--keypair", "k", "--zone", "zone-b")[0]
+    run = ["instance", "run", "--image", emi, "--keypair", "k"]
+    launches = ([*run, "--group", "web"], [*run, "--group", "db"], [*run, "--zone", "zone-b"])
+    with ThreadPoolExecutor(len(launches)) as pool:  # three cloudctl processes at once
+        web, db, far = (rows[0] for rows in pool.map(lambda args: cloud.json(*args), launches))
     assert (web["node"], db["node"], far["node"]) == (HOST_A, HOST_A, HOST_B)
     assert far["zone"] == "zone-b" and far["private_ip"].startswith("172.31.1.")
     cloud.ids.update(emi=emi, web=web, db=db, far=far)
