@@ -75,6 +75,10 @@ class Api:
                     "InvalidAction",
                     f"The action {short(request.action)} is not valid for this web service.",
                 )
+            if request.params.boolean("DryRun"):  # EC2: signed and known, nothing runs
+                raise ApiError(
+                    "DryRunOperation", "Request would have succeeded, but DryRun flag is set.", 412
+                )
             with identity.acting_as(request.principal):
                 payload = render.response(request.action, request_id, handler(request))
             status, code = 200, "-"

@@ -15,7 +15,7 @@ from typing import Any
 
 from cloudctl import walrus
 from cloudctl.api.actions import action
-from cloudctl.api.actions.instances import ROOT_DEVICE, dry_run
+from cloudctl.api.actions.instances import ROOT_DEVICE
 from cloudctl.api.errors import ApiError, invalid_value, not_found, short
 from cloudctl.api.params import filter_items, paginate
 from cloudctl.api.request import ApiRequest
@@ -142,7 +142,6 @@ def register_image(request: ApiRequest) -> dict[str, Any]:
             "(instance store), registered by their ImageLocation",
         )
     tags = tags_on_create(params, "image")
-    dry_run(params)
     images = Images(request.store, walrus.client(request.config.walrus))
     try:
         image = images.register_stored(
@@ -163,7 +162,6 @@ def deregister_image(request: ApiRequest) -> dict[str, Any]:
     params = request.params
     image_id = params.resource_id("ImageId", IMAGE_KINDS, required=True)
     params.boolean("DeleteAssociatedSnapshots")  # images have no snapshots
-    dry_run(params)
     try:
         Images(request.store, walrus.client(request.config.walrus)).deregister(image_id)
     except ImageNotFound:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from cloudctl.api.actions import action
-from cloudctl.api.actions.instances import ROOT_DEVICE, STATE_CODES, dry_run, ec2_state
+from cloudctl.api.actions.instances import ROOT_DEVICE, STATE_CODES, ec2_state
 from cloudctl.api.errors import ApiError
 from cloudctl.api.params import filter_items, paginate
 from cloudctl.api.request import ApiRequest
@@ -34,7 +34,6 @@ def describe_instance_status(request: ApiRequest) -> dict[str, Any]:
             "The parameter instancesSet cannot be used with the parameter maxResults",
         )
     include_all = params.boolean("IncludeAllInstances")
-    dry_run(params)
     records = select(request.service(Instances).list(), wanted, "instance")
     if not include_all:
         records = [r for r in records if ec2_state(r) == InstanceState.RUNNING]
@@ -94,7 +93,6 @@ def describe_instance_attribute(request: ApiRequest) -> dict[str, Any]:
     params = request.params
     instance_id = params.resource_id("InstanceId", "instance", required=True)
     attribute = params.string("Attribute", required=True, choices=[*_ATTRIBUTES, "groupSet"])
-    dry_run(params)
     record = request.service(Instances).get(instance_id)
     if attribute == "groupSet":
         names = {g["id"]: g["name"] for g in request.service(Groups).list()}

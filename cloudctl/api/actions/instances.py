@@ -54,15 +54,6 @@ ROOT_DEVICE = "/dev/vda"  # the image's disk, a virtio disk of the NC
 _S = InstanceState
 
 
-def dry_run(params: Params) -> None:
-    """EC2's DryRun: a request that would have run answers DryRunOperation, and nothing runs
-    (call it once the request is checked, before anything changes)."""
-    if params.boolean("DryRun"):
-        raise ApiError(
-            "DryRunOperation", "Request would have succeeded, but DryRun flag is set.", 412
-        )
-
-
 def ec2_state(record: dict[str, Any]) -> str:
     """The state EC2 clients see: a failed launch is terminated."""
     return _S.TERMINATED.value if record["state"] == _S.FAILED else record["state"]
@@ -110,7 +101,6 @@ def run_instances(request: ApiRequest) -> dict[str, Any]:
     # sends both): the root disk is instance store here, so a launch makes no volume.
     tags = tags_on_create(params, "instance", made_none_of=("volume",))
     params.string("ClientToken")  # not honoured: see the module's docstring
-    dry_run(params)
 
     instances = request.service(Instances)
     for count in range(maximum, minimum - 1, -1):
@@ -439,7 +429,6 @@ def terminate_instances(request: ApiRequest) -> dict[str, Any]:
     instances = request.service(Instances)
     before = [instances.get(i) for i in ids]
     todo = [r["id"] for r in before if r["state"] not in (_S.SHUTTING_DOWN, _S.TERMINATED)]
-    dry_run(request.params)
     after = worker.start(instances.terminate, todo) if todo else []
     return _changes(before, {r["id"]: r for r in after})
 
@@ -469,7 +458,6 @@ def _power(request: ApiRequest, verb: str) -> tuple[list[dict], dict[str, dict]]
                 f"The instance '{r['id']}' is {ec2_state(r)}: it is not in a state from which "
                 f"it can be {participle}.",
             )
-    dry_run(params)
     after = worker.start(instances.power, [r["id"] for r in todo], verb) if todo else []
     return before, {r["id"]: r for r in after}
 

@@ -15,7 +15,6 @@ import binascii
 from typing import Any
 
 from cloudctl.api.actions import action
-from cloudctl.api.actions.instances import dry_run
 from cloudctl.api.errors import ApiError, invalid_value, missing_parameter, short
 from cloudctl.api.params import Params, filter_items
 from cloudctl.api.request import ApiRequest
@@ -65,7 +64,6 @@ def create_key_pair(request: ApiRequest) -> dict[str, Any]:
         )
     params.string("KeyFormat", choices=("pem",))
     _no_tags(params)
-    dry_run(params)
     record, private_key = KeyPairs(request.store).create(name)
     pair = _pair(record)
     return {
@@ -92,7 +90,6 @@ def import_key_pair(request: ApiRequest) -> dict[str, Any]:
         ) from None
     except InputError as exc:
         raise ApiError("InvalidKey.Format", str(exc)) from None
-    dry_run(params)
     record = KeyPairs(request.store).import_(name, text, "PublicKeyMaterial")
     pair = _pair(record)
     return {k: pair[k] for k in ("keyFingerprint", "keyName", "keyPairId", "tagSet")}
@@ -153,7 +150,6 @@ def delete_key_pair(request: ApiRequest) -> dict[str, Any]:
             (r["name"] for r in keypairs.list() if r["id"] == kid and r["account"] == account),
             None,
         )
-    dry_run(params)
     deleted = None
     if name:
         try:
