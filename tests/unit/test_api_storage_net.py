@@ -700,3 +700,16 @@ def test_another_account_sees_none_and_gets_not_found(api):
     assert vid in [v["VolumeId"] for v in ok(api, "admin", {"Action": "DescribeVolumes"})[
         "Volumes"]]  # fmt: skip
     assert ok(api, "admin", {"Action": "DescribeAddresses", "PublicIp.1": ip})["Addresses"]
+
+
+def test_dry_run_answers_and_changes_nothing(api):
+    """DryRun on every family: DryRunOperation, and the state stays as it was."""
+    before = api.state.read_bytes()
+    for params in (
+        {"Action": "CreateSecurityGroup", "GroupName": "dry", "GroupDescription": "d"},
+        {"Action": "CreateVolume", "Size": "1", "AvailabilityZone": "zone-a"},
+        {"Action": "AllocateAddress"},
+        {"Action": "CreateTags", "ResourceId.1": ALICE_INSTANCE, "Tag.1.Key": "k"},
+    ):
+        assert error(api, "alice", {**params, "DryRun": "true"})[0] == "DryRunOperation"
+    assert api.state.read_bytes() == before
