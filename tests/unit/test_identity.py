@@ -129,3 +129,26 @@ def test_quota_check_counts_inside_the_transaction(store):
     assert shown["ec2:quota-volumenumber"] == {"key": "ec2:quota-volumenumber", "limit": 3,
                                                 "used": 3}  # fmt: skip
     assert json.loads(store.path.read_text())  # still a valid state
+
+
+@pytest.mark.parametrize("key", sorted(quotas.KEYS))
+def test_every_quota_key_refuses_past_its_limit(store, key):
+    """Each key counts its own records: at its limit, one more is refused, naming the key."""
+    Identity(store).create_account("dev")
+    table, counts, measure = quotas.KEYS[key]
+    record = {"id": "sg-00000001" if table == "groups" else "r-1", "account": "dev",
+              "user": "admin", "state": "running" if table == "instances" else "available",
+              "name": "web", "kind": "machine", "vcpus": 2, "memory_mb": 256, "disk_gb": 5,
+              "size_gb": 3, "bytes": 3 * 2**20}  # fmt: skip
+    if table == "snapshots":
+        record["state"] = "completed"
+    with store.transaction() as tx:
+        tx.table(table).insert(record)
+    used = measure(record)
+    assert counts(record) and used > 0
+    quotas.Quotas(store).set("dev", key, used)
+    dev = Principal("dev", "admin")
+    with store.snapshot() as snap:
+        quotas.check(snap, dev, {key: 0})
+        with pytest.raises(quotas.QuotaExceeded, match=f"quota {key} of account dev is {used}"):
+            quotas.check(snap, dev, {key: 1})
