@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,9 +28,8 @@ from botocore.config import Config
 
 from cloudctl.api.request import region_of
 from cloudctl.cloudconfig import load_config
-from tests.conftest import poll
 from tests.integration.cloud_client import BIN, CloudClient
-from tests.integration.test_api_server import AWS, free_port, make_tls
+from tests.integration.test_api_server import AWS, api_serving, free_port, make_tls
 
 USERS = {"dev": "alice", "other": "bob"}  # account -> its user
 
@@ -137,22 +134,10 @@ def ops_api(ops_cloud, tmp_path_factory):
         [made] = cloud.json("user", "key", "create", f"{account}/{user}")
         users[account] = ApiUser(account, user, made["access_key_id"], made["secret_access_key"])
     log = work / "api.log"
-    with log.open("wb") as out:
-        server = subprocess.Popen(
-            [str(BIN / "cloudctl"), "--inventory", str(cloud.inventory), "api", "serve",
-             "--bind", f"127.0.0.1:{port}", "--workers", "2", "--threads", "16",
-             "--certfile", str(cert), "--keyfile", str(key)],
-            env=_cloudctl_env(cloud), stdout=out, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )  # fmt: skip
-    try:
-
-        def listening() -> bool:
-            assert server.poll() is None, log.read_text()
-            with socket.socket() as sock:
-                return sock.connect_ex(("127.0.0.1", port)) == 0
-
-        poll(listening, "the ops cloud's API listening", deadline_s=60, interval_s=0.2)
+    argv = ["--inventory", str(cloud.inventory), "api", "serve",
+            "--bind", f"127.0.0.1:{port}", "--workers", "2", "--threads", "16",
+            "--certfile", str(cert), "--keyfile", str(key)]  # fmt: skip
+    with api_serving(argv, _cloudctl_env(cloud), port, log, deadline_s=60) as server:
         region = region_of(load_config(cloud.home / "cloud.yml"))
         aws_config = work / "aws-config"
         aws_config.write_text(f"[default]\nregion = {region}\ns3 =\n  addressing_style = path\n")
@@ -160,11 +145,3 @@ def ops_api(ops_cloud, tmp_path_factory):
             cloud=cloud, endpoint=f"https://127.0.0.1:{port}/", ca=ca, region=region,
             users=users, log=log, pid=server.pid, aws_config=aws_config,
         )  # fmt: skip
-    finally:
-        if server.poll() is None:
-            os.kill(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.kill(server.pid, signal.SIGKILL)
-            server.wait()

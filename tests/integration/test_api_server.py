@@ -8,6 +8,7 @@ by `cloudctl user credentials` / `cloudctl user key create`, as an operator woul
 from __future__ import annotations
 
 import configparser
+import contextlib
 import datetime
 import ipaddress
 import json
@@ -18,6 +19,7 @@ import ssl
 import subprocess
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from xml.etree import ElementTree
@@ -97,6 +99,35 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@contextlib.contextmanager
+def api_serving(argv: list[str], env: dict[str, str], port: int, log: Path,
+                deadline_s: float = 30) -> Iterator[subprocess.Popen]:
+    """A real `cloudctl ... api serve` process (argv: the arguments after cloudctl), once it
+    listens on 127.0.0.1:port; its output in `log`; stopped by its PID (SIGTERM, then KILL)."""
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            [str(BIN / "cloudctl"), *argv], env=env, stdout=out, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    try:
+
+        def listening() -> bool:
+            assert server.poll() is None, log.read_text()
+            with socket.socket() as sock:
+                return sock.connect_ex(("127.0.0.1", port)) == 0
+
+        poll(listening, "the API listening", deadline_s=deadline_s, interval_s=0.1)
+        yield server
+    finally:
+        if server.poll() is None:
+            server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
 @pytest.fixture
 def api_cloud(tmp_path):
     """A cloud (state + configuration) with a user's credentials files and the admin's key,
@@ -136,32 +167,13 @@ def api_cloud(tmp_path):
     [admin_key] = json.loads(cloudctl("user", "key", "create", "admin/admin", "-o", "json"))
 
     log = tmp_path / "api.log"
-    with log.open("wb") as out:
-        server = subprocess.Popen(
-            [str(BIN / "cloudctl"), "api", "serve", "--bind", f"127.0.0.1:{port}",
-             "--workers", "2", "--threads", "2", "--certfile", str(cert), "--keyfile", str(key)],
-            env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
-    try:
-
-        def listening() -> bool:
-            assert server.poll() is None, log.read_text()
-            with socket.socket() as sock:
-                return sock.connect_ex(("127.0.0.1", port)) == 0
-
-        poll(listening, "the API listening", deadline_s=30, interval_s=0.1)
+    argv = ["api", "serve", "--bind", f"127.0.0.1:{port}", "--workers", "2", "--threads", "2",
+            "--certfile", str(cert), "--keyfile", str(key)]  # fmt: skip
+    with api_serving(argv, env, port, log) as server:
         yield SimpleNamespace(
             endpoint=endpoint, ca=ca, creds_dir=creds_dir, admin_key=admin_key, state=state,
             log=log, env=env, server=server,
         )  # fmt: skip
-    finally:
-        if server.poll() is None:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
 
 
 def alice_keys(creds_dir: Path) -> tuple[str, str]:

@@ -11,8 +11,6 @@ from __future__ import annotations
 import http.client
 import io
 import os
-import signal
-import socket
 import ssl
 import subprocess
 import threading
@@ -38,9 +36,8 @@ from cloudctl.identity import ADMIN, Identity, Principal
 from cloudctl.quotas import Quotas
 from cloudctl.state import StateStore
 from tests.aws_chunked import signed_body
-from tests.conftest import poll
 from tests.integration.cloud_client import BIN
-from tests.integration.test_api_server import make_tls
+from tests.integration.test_api_server import api_serving, make_tls
 from tests.unit.helpers import TEST_CLOUD_ID, init_state
 from tests.weed import free_port, weed  # noqa: F401 (a fixture)
 
@@ -86,29 +83,11 @@ def cloud(weed, tmp_path_factory):  # noqa: F811 (the weed fixture)
     env |= {"CLOUDCTL_INVENTORY": str(inventory), "CLOUDCTL_HOME": str(home),
             "CLOUDCTL_CONFIG": str(config), "HOME": str(tmp)}  # fmt: skip
     log = tmp / "api.log"
-    with log.open("wb") as out:
-        server = subprocess.Popen(
-            [str(BIN / "cloudctl"), "api", "serve", "--bind", f"127.0.0.1:{port}",
-             "--workers", "2", "--threads", "4", "--certfile", str(cert), "--keyfile", str(key)],
-            env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
-    try:
-
-        def listening() -> bool:
-            assert server.poll() is None, log.read_text()
-            with socket.socket() as sock:
-                return sock.connect_ex(("127.0.0.1", port)) == 0
-
-        poll(listening, "the API listening", deadline_s=30, interval_s=0.1)
+    argv = ["api", "serve", "--bind", f"127.0.0.1:{port}", "--workers", "2", "--threads", "4",
+            "--certfile", str(cert), "--keyfile", str(key)]  # fmt: skip
+    with api_serving(argv, env, port, log):
         yield SimpleNamespace(endpoint=endpoint, port=port, ca=ca, keys=keys, store=store,
                               walrus=weed.client(), env=env, tmp=tmp, log=log)  # fmt: skip
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
 
 def s3(cloud, who: str):
