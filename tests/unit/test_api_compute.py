@@ -29,7 +29,8 @@ from cloudctl.quotas import Quotas
 from cloudctl.state import StateStore
 from tests.conftest import poll
 from tests.unit.helpers import host_event, init_state, play_result, task_start
-from tests.unit.test_api_app import CLOUD, call
+from tests.unit.test_api_app import CLOUD
+from tests.unit.test_api_storage_net import error, ok
 from tests.weed import weed  # noqa: F401 (a module fixture)
 
 EMI, EKI, ERI = "emi-000000a1", "eki-000000a1", "eri-000000a1"
@@ -115,21 +116,6 @@ def api(settings, tmp_path, monkeypatch, s3):
 
 def _numbers(identity):
     return {a["name"]: a["number"] for a in identity.list_accounts()}
-
-
-def ok(api, user, params):
-    status, out = call(api.app, api.keys[user], params)
-    assert status == 200, out
-    return out
-
-
-def error(api, user, params):
-    """The error code and message of a refused request, which changed nothing."""
-    before = api.state.read_bytes()
-    status, out = call(api.app, api.keys[user], params)
-    assert status >= 400, out
-    assert api.state.read_bytes() == before, f"{params['Action']} changed the state"
-    return out["Error"]["Code"], out["Error"]["Message"]
 
 
 def public_key_line() -> str:
