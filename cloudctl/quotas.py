@@ -145,7 +145,7 @@ class Quotas:
         account_wide = "/" not in target
         principal = parse_principal(target)
         account, user = principal.account, None if account_wide else principal.user
-        rid = account if account_wide else str(principal)
+        rid = _record_id(principal, account_wide)
         with self.store.snapshot() as snap:
             limits = (snap.table(TABLE).get(rid) or {}).get("limits", {})
             return [
