@@ -16,8 +16,14 @@ machine's real interfaces.
                                write an inventory reaching these hosts over SSH, with
                                their host keys in DIR/known_hosts
     labhost.py run NAME -- CMD run a command inside the host (all its namespaces)
+    labhost.py wire NAME HOST [HOST...] [--ifname eth1]
+                               an L2 link between hosts: a bridge in netns cloudlab-NAME
+                               with a veth into each host (as --ifname, up, no address)
+    labhost.py stub NAME ADDRESS
+                               a bare address on the lab switch (netns cloudlab-NAME, no
+                               sshd): a gateway or any target for the hosts to probe
 
-Only root can run it. State lives in /root/.cloudlab (0700: sshd refuses keys below
+`destroy NAME` removes a host, a wire or a stub of that name. Only root can run it. State lives in /root/.cloudlab (0700: sshd refuses keys below
 world-writable directories). /root/.cloudlab/known_hosts holds the host key of every lab host
 (molecule's ssh checks them there); ssh never has to accept an unknown key.
 """
@@ -59,6 +65,16 @@ def netns_of(name: str) -> str:
 
 def host_dir(name: str) -> Path:
     return LAB_DIR / "hosts" / name
+
+
+def extra_path(kind: str, name: str) -> Path:
+    """The record of a wire or a stub (netns without sshd): LAB_DIR/{wires,stubs}/NAME.json."""
+    return LAB_DIR / kind / f"{name}.json"
+
+
+def extras(kind: str) -> list[dict]:
+    folder = LAB_DIR / kind
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.exists() else []
 
 
 def load_info(name: str) -> dict | None:
@@ -131,7 +147,7 @@ def remove_switch() -> None:
 
 
 def free_address() -> str:
-    used = {info["address"] for info in all_hosts()}
+    used = {info["address"] for info in all_hosts() + extras("stubs")}
     for offset in range(FIRST_HOST_OFFSET, LAB_NET.num_addresses - 1):
         candidate = str(LAB_NET[offset])
         if candidate not in used:
@@ -252,6 +268,7 @@ def stop_pids(ns: str, deadline_s: float = 10.0) -> None:
 
 
 def destroy(name: str) -> None:
+    """Remove the host, wire or stub NAME (its netns, by PID first); nothing if absent."""
     with LabLock():
         info = load_info(name)
         ns = netns_of(name)
@@ -261,10 +278,70 @@ def destroy(name: str) -> None:
         sh("ip", "-n", SWITCH_NS, "link", "del", f"h-{name}", check=False, capture=True)
         if info or host_dir(name).exists():
             shutil.rmtree(host_dir(name), ignore_errors=True)
+        for kind in ("wires", "stubs"):
+            extra_path(kind, name).unlink(missing_ok=True)
         if KNOWN_HOSTS.exists():  # an address is given to the next host created
             write_known_hosts(KNOWN_HOSTS, all_hosts())
-        if not all_hosts():
+        if not all_hosts() and not extras("stubs"):
             remove_switch()
+
+
+def new_netns(name: str) -> str:
+    """The empty netns cloudlab-NAME of a wire or stub (refused if NAME is taken)."""
+    if len(name) > 12 or not name.replace("-", "").isalnum():
+        raise SystemExit(f"labhost: bad name {name!r} (letters, digits, '-', <= 12 chars)")
+    ns = netns_of(name)
+    if load_info(name) or ns in sh("ip", "netns", "list", capture=True).stdout.split():
+        raise SystemExit(f"labhost: {name} exists; destroy it first")
+    sh("ip", "netns", "add", ns)
+    sh("ip", "-n", ns, "link", "set", "lo", "up")
+    return ns
+
+
+def wire(name: str, hosts: list[str], ifname: str = "eth1") -> dict:
+    """An L2 link between lab hosts (say, an instance network between a CC and its NCs): a
+    bridge in its own netns, a veth from it into each host, named IFNAME there, up and without
+    an address (the roles enslave it to their bridges)."""
+    with LabLock():
+        infos = [load_info(host) for host in hosts]
+        if missing := [h for h, info in zip(hosts, infos) if not info]:
+            raise SystemExit(f"labhost: no lab host {', '.join(missing)}")
+        ns = new_netns(name)
+        sh("ip", "-n", ns, "link", "add", "br0", "type", "bridge", "forward_delay", "0")
+        sh("ip", "-n", ns, "link", "set", "br0", "up")
+        for info in infos:
+            port = f"w-{info['name']}"
+            sh("ip", "-n", ns, "link", "add", port, "type", "veth",
+               "peer", "name", ifname, "netns", info["netns"])
+            sh("ip", "-n", ns, "link", "set", port, "master", "br0", "up")
+            sh("ip", "-n", info["netns"], "link", "set", ifname, "up")
+        record = {"name": name, "netns": ns, "hosts": hosts, "ifname": ifname}
+        extra_path("wires", name).parent.mkdir(mode=0o700, exist_ok=True)
+        extra_path("wires", name).write_text(json.dumps(record, indent=2))
+    return record
+
+
+def stub(name: str, address: str) -> dict:
+    """A bare address on the lab switch: a netns with one veth port and no processes, that
+    answers ping (the kernel does) and nothing else. Hosts probe it as their gateway; a test
+    cuts it off from one host only inside that host (e.g. `ip route add prohibit ADDRESS`)."""
+    if ipaddress.ip_address(address) not in LAB_NET or address == ROOT_ADDR:
+        raise SystemExit(f"labhost: {address} is not a free address of the lab network {LAB_NET}")
+    with LabLock():
+        if address in {info["address"] for info in all_hosts() + extras("stubs")}:
+            raise SystemExit(f"labhost: {address} is taken")
+        ensure_switch()
+        ns = new_netns(name)
+        port = f"h-{name}"
+        sh("ip", "-n", SWITCH_NS, "link", "add", port, "type", "veth",
+           "peer", "name", "eth0", "netns", ns)
+        sh("ip", "-n", SWITCH_NS, "link", "set", port, "master", SWITCH_BRIDGE, "up")
+        sh("ip", "-n", ns, "addr", "add", f"{address}/{LAB_NET.prefixlen}", "dev", "eth0")
+        sh("ip", "-n", ns, "link", "set", "eth0", "up")
+        record = {"name": name, "netns": ns, "address": address}
+        extra_path("stubs", name).parent.mkdir(mode=0o700, exist_ok=True)
+        extra_path("stubs", name).write_text(json.dumps(record, indent=2))
+    return record
 
 
 def write_inventory(names: list[str], groups_from: Path, out: Path) -> Path:
@@ -324,6 +401,13 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("run")
     p.add_argument("name")
     p.add_argument("command", nargs=argparse.REMAINDER)
+    p = sub.add_parser("wire")
+    p.add_argument("name")
+    p.add_argument("hosts", nargs="+")
+    p.add_argument("--ifname", default="eth1")
+    p = sub.add_parser("stub")
+    p.add_argument("name")
+    p.add_argument("address")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         raise SystemExit("labhost: must run as root")
@@ -333,7 +417,9 @@ def main(argv: list[str] | None = None) -> int:
             info = create(name)
             print(f"{name} {info['address']}")
     elif args.verb == "destroy":
-        names = [h["name"] for h in all_hosts()] if args.all else args.names
+        names = args.names
+        if args.all:
+            names = [x["name"] for x in extras("wires") + extras("stubs") + all_hosts()]
         for name in names:
             destroy(name)
         if args.all:
@@ -342,11 +428,20 @@ def main(argv: list[str] | None = None) -> int:
     elif args.verb == "list":
         for info in all_hosts():
             print(f"{info['name']} {info['address']} sshd_pid={info['sshd_pid']}")
+        for record in extras("stubs"):
+            print(f"{record['name']} {record['address']} stub")
+        for record in extras("wires"):
+            print(f"{record['name']} wire {record['ifname']}: {' '.join(record['hosts'])}")
     elif args.verb == "inventory":
         print(write_inventory(args.names, args.groups_from, args.out))
     elif args.verb == "run":
         command = args.command[1:] if args.command[:1] == ["--"] else args.command
         return run_in(args.name, command)
+    elif args.verb == "wire":
+        record = wire(args.name, args.hosts, args.ifname)
+        print(f"{args.name} wire {record['ifname']}: {' '.join(args.hosts)}")
+    elif args.verb == "stub":
+        print(f"{args.name} {stub(args.name, args.address)['address']}")
     return 0
 
 
