@@ -28,12 +28,19 @@ def tls(tmp_path):
     return d, ca, server
 
 
-def handshake(cert: str, key: str, cafile: str, server_hostname: str) -> None:
+def handshake(cert: str, key: str, cafile: str, server_hostname: str,
+              client_cert: tuple[str, str] | None = None) -> None:  # fmt: skip
     """One TLS handshake on loopback: a server with cert/key, a client trusting only cafile
-    and checking server_hostname. Raises ssl.SSLCertVerificationError when refused."""
+    and checking server_hostname. Raises ssl.SSLCertVerificationError when refused.
+    With client_cert (cert, key), the server requires a client certificate from cafile and
+    the client presents it; a refused one makes the client's first read fail."""
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_ctx.load_cert_chain(cert, key)
     client_ctx = ssl.create_default_context(cafile=cafile)
+    if client_cert:
+        server_ctx.load_verify_locations(cafile)
+        server_ctx.verify_mode = ssl.CERT_REQUIRED
+        client_ctx.load_cert_chain(*client_cert)
     with socket.create_server(("127.0.0.1", 0)) as listener:
         port = listener.getsockname()[1]
 
@@ -42,8 +49,9 @@ def handshake(cert: str, key: str, cafile: str, server_hostname: str) -> None:
             try:
                 with server_ctx.wrap_socket(conn, server_side=True) as tls_conn:
                     tls_conn.recv(1)
+                    tls_conn.sendall(b"y")
             except (ssl.SSLError, OSError):
-                pass  # the client refused the certificate
+                pass  # one side refused the other's certificate
 
         thread = threading.Thread(target=serve)
         thread.start()
@@ -53,6 +61,8 @@ def handshake(cert: str, key: str, cafile: str, server_hostname: str) -> None:
                 client_ctx.wrap_socket(raw, server_hostname=server_hostname) as tls_conn,
             ):
                 tls_conn.sendall(b"x")
+                if tls_conn.recv(1) != b"y":  # TLS 1.3: a refused client learns it here
+                    raise ssl.SSLError("the server closed the connection")
         finally:
             thread.join(timeout=10)
 
@@ -124,6 +134,24 @@ def test_server_certificate_follows_its_names_and_its_ca(tmp_path, tls):
     assert reissued["reasons"] == ["it was not issued by the CA test CA"], reissued
     assert reissued["sha256_fingerprint"] != first["sha256_fingerprint"]
     handshake(server["path"], server["key_path"], ca["path"], "clc1")
+
+
+def test_client_certificate_for_mutual_tls(tmp_path, tls):
+    """A member's certificate for both usages (etcd peers present theirs as clients): a server
+    that requires a client certificate from the CA refuses a server-only one and accepts it."""
+    d, ca, server = tls
+    run_module(tmp_path, "tls_certificate", ca)
+    run_module(tmp_path, "tls_certificate", server)
+    with pytest.raises(ssl.SSLError):
+        handshake(server["path"], server["key_path"], ca["path"], "clc1",
+                  client_cert=(server["path"], server["key_path"]))  # fmt: skip
+
+    both = {**server, "extended_key_usage": ["client_auth", "server_auth"]}
+    result = run_module(tmp_path, "tls_certificate", both)
+    assert result["reasons"] == ["the usages differ: had server_auth, wants client_auth, server_auth"]
+    handshake(server["path"], server["key_path"], ca["path"], "clc1",
+              client_cert=(server["path"], server["key_path"]))  # fmt: skip
+    assert not run_module(tmp_path, "tls_certificate", both)["changed"]
 
 
 def test_missing_ca_fails_with_one_line(tmp_path, tls):

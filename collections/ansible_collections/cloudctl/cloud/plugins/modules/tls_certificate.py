@@ -14,10 +14,10 @@ description:
   - With O(ca=true), a self-signed CA certificate. It is made once and kept while it matches
     the key and has not expired, whatever O(common_name) says later, so that clients which
     trust it keep trusting the certificates it issues.
-  - Otherwise a server certificate issued by the CA in O(ca_path) and O(ca_key_path), with
-    O(common_name) and O(subject_alt_names). It is issued again (with the same key) when it is
-    missing, does not match the key, was not issued by that CA, names other names, or expires
-    within O(renew_days) days.
+  - Otherwise a certificate issued by the CA in O(ca_path) and O(ca_key_path), with
+    O(common_name), O(subject_alt_names) and O(extended_key_usage). It is issued again (with the
+    same key) when it is missing, does not match the key, was not issued by that CA, names other
+    names, has other usages, or expires within O(renew_days) days.
   - Check mode reports whether anything would change and why; diff mode shows the
     certificate's subject, issuer, names and validity before and after.
 requirements:
@@ -43,6 +43,16 @@ options:
     type: list
     elements: str
     default: []
+  extended_key_usage:
+    description:
+      - What the certificate may be used for. C(server_auth) for a TLS server, C(client_auth)
+        for a TLS client certificate; both for a daemon that is both, such as an etcd member
+        (its peers authenticate each other with the same certificate).
+      - Ignored with O(ca=true).
+    type: list
+    elements: str
+    choices: [server_auth, client_auth]
+    default: [server_auth]
   ca:
     description: Make a self-signed CA certificate instead of a certificate issued by O(ca_path).
     type: bool
@@ -163,6 +173,7 @@ else:
 KEY_MODE = 0o600
 CERT_MODE = 0o644
 BACKDATE = datetime.timedelta(minutes=5)  # clients whose clock is a little behind accept it
+USAGE_OIDS = {"server_auth": "SERVER_AUTH", "client_auth": "CLIENT_AUTH"}  # ExtendedKeyUsageOID
 
 
 # -- pure functions (unit tested) ------------------------------------------------------------
@@ -192,6 +203,16 @@ def cert_names(cert) -> list[str]:
     except x509.ExtensionNotFound:
         return []
     return [name_text(n) for n in ext.value]
+
+
+def cert_usages(cert) -> list[str]:
+    """The extended key usages (server_auth, client_auth) of a certificate, sorted."""
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage)
+    except x509.ExtensionNotFound:
+        return []
+    by_oid = {getattr(ExtendedKeyUsageOID, oid): name for name, oid in USAGE_OIDS.items()}
+    return sorted(by_oid.get(oid, oid.dotted_string) for oid in ext.value)
 
 
 def common_name(name) -> str:
@@ -243,7 +264,8 @@ def signed_by(cert, issuer_cert) -> bool:
 
 
 def reissue_reasons(cert, key, *, ca: bool, now, renew_days: int, wanted_cn: str = "",
-                    wanted_names: list[str] | None = None, issuer_cert=None) -> list[str]:  # fmt: skip
+                    wanted_names: list[str] | None = None, issuer_cert=None,
+                    wanted_usages: list[str] | None = None) -> list[str]:  # fmt: skip
     """Why the certificate must be issued (again); [] when it is kept."""
     if cert is None:
         return ["there is no certificate"]
@@ -267,13 +289,18 @@ def reissue_reasons(cert, key, *, ca: bool, now, renew_days: int, wanted_cn: str
         reasons.append(
             f"the names differ: had {', '.join(had) or 'none'}, wants {', '.join(sorted(wanted_names or []))}"
         )
+    wanted_usages = sorted(set(wanted_usages or ["server_auth"]))
+    if cert_usages(cert) != wanted_usages:
+        reasons.append(
+            f"the usages differ: had {', '.join(cert_usages(cert)) or 'none'}, wants {', '.join(wanted_usages)}"
+        )
     if not reasons and not_after(cert) - now < datetime.timedelta(days=renew_days):
         reasons.append(f"it expires on {not_after(cert).isoformat()}, within {renew_days} days")
     return reasons
 
 
 def build_certificate(key, *, cn: str, names: list[str], days: int, now, ca: bool,
-                      issuer_cert=None, issuer_key=None):  # fmt: skip
+                      issuer_cert=None, issuer_key=None, usages: list[str] | None = None):  # fmt: skip
     """A CA certificate signed by its own key, or a server certificate signed by the issuer."""
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
     signer = key if ca else issuer_key
@@ -298,7 +325,11 @@ def build_certificate(key, *, cn: str, names: list[str], days: int, now, ca: boo
         builder = (
             builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(key_usage(cert_sign=False), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(
+                x509.ExtendedKeyUsage([getattr(ExtendedKeyUsageOID, USAGE_OIDS[u])
+                                       for u in sorted(set(usages or ["server_auth"]))]),
+                critical=False,
+            )
             .add_extension(x509.SubjectAlternativeName(general_names(names)), critical=False)
         )
     return builder.sign(signer, hashes.SHA256())
@@ -415,12 +446,13 @@ def core(module: AnsibleModule) -> dict:
     reasons = reissue_reasons(
         cert, None if key_created else key, ca=p["ca"], now=now, renew_days=p["renew_days"],
         wanted_cn=p["common_name"], wanted_names=wanted_names, issuer_cert=issuer_cert,
+        wanted_usages=p["extended_key_usage"],
     )  # fmt: skip
     new_cert = None
     if reasons:
         new_cert = build_certificate(
             key, cn=p["common_name"], names=names, days=p["valid_days"], now=now, ca=p["ca"],
-            issuer_cert=issuer_cert, issuer_key=issuer_key,
+            issuer_cert=issuer_cert, issuer_key=issuer_key, usages=p["extended_key_usage"],
         )  # fmt: skip
     fix_key_mode = not key_created and file_mode(p["key_path"]) != KEY_MODE
     fix_cert_mode = not reasons and file_mode(p["path"]) != CERT_MODE
@@ -470,6 +502,8 @@ def main() -> None:
             "key_path": {"type": "path", "required": True},
             "common_name": {"type": "str", "required": True},
             "subject_alt_names": {"type": "list", "elements": "str", "default": []},
+            "extended_key_usage": {"type": "list", "elements": "str", "default": ["server_auth"],
+                                   "choices": ["server_auth", "client_auth"]},
             "ca": {"type": "bool", "default": False},
             "ca_path": {"type": "path"},
             "ca_key_path": {"type": "path"},
