@@ -71,7 +71,7 @@ FAILURES = [
             "host cc1: cloud_cluster is not set (every host in cc, sc and nc needs it)",
             (
                 "cluster zone-a: no host in group cc has it as cloud_cluster; a cluster with node "
-                "controllers needs exactly one cluster controller"
+                "controllers needs one cluster controller (or two, a CC pair)"
             ),
             (
                 "cluster zone-a: no host in group sc has it as cloud_cluster; a cluster with node "
@@ -286,16 +286,19 @@ FAILURES = [
         ],
     ),
     (
-        "two CCs in one cluster",
-        case(hosts=lambda h: h["cc2"].update(cloud_cluster="zone-a")),
+        "three CCs in one cluster",
+        case(
+            groups=lambda g: g["cc"].append("nc1"),
+            hosts=lambda h: h["cc2"].update(cloud_cluster="zone-a"),
+        ),
         [
             (
-                "cluster zone-a: 2 hosts in group cc have it (cc1, cc2) as cloud_cluster; a cluster "
-                "with node controllers needs exactly one cluster controller"
+                "cluster zone-a: 3 hosts in group cc have it (cc1, cc2, nc1) as cloud_cluster; a "
+                "cluster with node controllers needs one cluster controller (or two, a CC pair)"
             ),
             (
                 "cluster zone-b: no host in group cc has it as cloud_cluster; a cluster with node "
-                "controllers needs exactly one cluster controller"
+                "controllers needs one cluster controller (or two, a CC pair)"
             ),
             (
                 "cluster zone-b: no host in group sc has it as cloud_cluster; a cluster with node "
@@ -513,3 +516,309 @@ def test_documented_play_names_host_and_variable(tmp_path):
     assert proc.returncode != 0
     assert res["failed"] is True
     assert res["msg"] == "host nc2: cloud_cluster is not set (every host in cc, sc and nc needs it)"
+
+
+# --- HA pairs (issue 12) ------------------------------------------------------------------
+
+HA_GROUPS = {
+    "all": ["cloud1", "cloud2", "witness1", "node1"],
+    "clc": ["cloud1", "cloud2"],
+    "walrus": ["cloud1", "cloud2"],
+    "cc": ["cloud1", "cloud2"],
+    "sc": ["node1"],
+    "nc": ["node1"],
+    "witness": ["witness1"],
+}
+TARGETS = ["icmp:192.0.2.1", "tcp:192.0.2.53:53"]
+HA_HOSTS = {
+    "cloud1": {"cloud_cluster": "zone-a", "ansible_host": "192.0.2.11",
+               "cloud_arbitrator_targets": TARGETS},
+    "cloud2": {"cloud_cluster": "zone-a", "ansible_host": "192.0.2.12",
+               "cloud_arbitrator_targets": TARGETS},
+    "witness1": {"cloud_cluster": None, "ansible_host": "192.0.2.13"},
+    "node1": {"cloud_cluster": "zone-a", "ansible_host": "192.0.2.21"},
+}  # fmt: skip
+HA_VIPS = {"clc": "192.0.2.100", "walrus": "192.0.2.101"}
+FACTS = {"vip_network": "192.0.2.11/24", "probes": {t: True for t in TARGETS}}
+PAIR = "the CLC pair (cloud1, cloud2)"
+
+
+def ha_case(groups=None, hosts=None, vips=None):
+    """The good HA description (inventory/ha's) with the given parts edited."""
+    parts = [copy.deepcopy(p) for p in (HA_GROUPS, HA_HOSTS, HA_VIPS)]
+    for part, edit in zip(parts, (groups, hosts, vips)):
+        if edit:
+            edit(part)
+    return parts
+
+
+def check_ha(groups, hosts, vips):
+    """check_ha after check_cloud, as the module runs them: (errors, warnings, pairs)."""
+    clusters = {"zone-a": {"subnet": "172.31.0.0/24", "bridge": "cloudbr0"}}
+    errors, _warnings, summary = precheck.check_cloud(groups, hosts, clusters)
+    assert errors == []
+    return precheck.check_ha(groups, hosts, summary, vips)
+
+
+def with_facts(hosts, **changes):
+    for host in ("cloud1", "cloud2"):
+        hosts[host].update(copy.deepcopy(FACTS), **changes.get(host, {}))
+
+
+HA_FAILURES = [
+    (
+        "pair without a VIP",
+        ha_case(vips=lambda v: v.pop("clc")),
+        [f"{PAIR} needs cloud_clc_vip_address: the virtual address its clients reach"],
+    ),
+    (
+        "VIP not an address",
+        ha_case(vips=lambda v: v.update(walrus="walrus.example")),
+        [
+            (
+                "the Walrus pair (cloud1, cloud2): cloud_walrus_vip_address 'walrus.example' is not "
+                "an IPv4 address"
+            )
+        ],
+    ),
+    (
+        "VIP is a host's address",
+        ha_case(vips=lambda v: v.update(clc="192.0.2.12")),
+        [
+            (
+                f"{PAIR}: cloud_clc_vip_address 192.0.2.12 is the address of host cloud2 "
+                "(ansible_host): a virtual address is a free one that moves between the hosts"
+            )
+        ],
+    ),
+    (
+        "VIP outside the hosts' network",
+        ha_case(hosts=with_facts, vips=lambda v: v.update(clc="198.51.100.7")),
+        [
+            f"{PAIR}: cloud_clc_vip_address 198.51.100.7 is outside the network 192.0.2.0/24 of "
+            f"host {host}'s virtual address interface (keepalived adds it there; clients could "
+            "not reach it)"
+            for host in ("cloud1", "cloud2")
+        ],
+    ),
+    (
+        "no interface holds ansible_host",
+        ha_case(hosts=lambda h: with_facts(h, cloud2={"vip_network": ""})),
+        [
+            (
+                "host cloud2: no interface holds ansible_host 192.0.2.12: set cloud_vip_interface to "
+                "the interface that carries the virtual addresses"
+            )
+        ]
+        * 2,  # once per pair (clc, walrus)
+    ),
+    (
+        "three CLCs",
+        ha_case(groups=lambda g: g["clc"].append("node1")),
+        [
+            (
+                "group clc has 3 hosts (cloud1, cloud2, node1): one CLC host, or two for a "
+                "primary/secondary pair"
+            ),
+            (
+                "the Walrus pair (cloud1, cloud2) keeps its filer store in etcd, whose members are "
+                "the CLC pair and the witness: make clc a pair too"
+            ),
+        ],
+    ),
+    (
+        "three walrus hosts",
+        ha_case(groups=lambda g: g["walrus"].append("node1")),
+        [
+            (
+                "group walrus has 3 hosts (cloud1, cloud2, node1): one Walrus host, or two for a "
+                "primary/secondary pair"
+            )
+        ],
+    ),
+    (
+        "pair without a witness",
+        ha_case(groups=lambda g: g.pop("witness")),
+        [
+            (
+                f"{PAIR} needs a witness: one host in group witness, the third etcd member (a third "
+                "host, so that either host of the pair can fail)"
+            ),
+            (
+                "the Walrus pair (cloud1, cloud2) needs a witness: one host in group witness, the "
+                "third SeaweedFS master (a third host, so that either host of the pair can fail)"
+            ),
+        ],
+    ),
+    (
+        "the witness is a pair host",
+        ha_case(groups=lambda g: g.update(witness=["cloud2"])),
+        [
+            (
+                f"host cloud2 is in both witness and clc: the witness must be a third host, not one "
+                f"of {PAIR}"
+            ),
+            (
+                "host cloud2 is in both witness and walrus: the witness must be a third host, not "
+                "one of the Walrus pair (cloud1, cloud2)"
+            ),
+        ],
+    ),
+    (
+        "two witnesses",
+        ha_case(groups=lambda g: g["witness"].append("node1")),
+        [
+            (
+                "group witness has 2 hosts (witness1, node1): it holds ONE host, the third etcd "
+                "member and SeaweedFS master of the clc and walrus pairs"
+            )
+        ],
+    ),
+    (
+        "walrus pair with one CLC",
+        ha_case(groups=lambda g: g.update(clc=["cloud1"])),
+        [
+            (
+                "the Walrus pair (cloud1, cloud2) keeps its filer store in etcd, whose members are "
+                "the CLC pair and the witness: make clc a pair too"
+            )
+        ],
+    ),
+    (
+        "pair host without arbitrator targets",
+        ha_case(hosts=lambda h: h["cloud2"].pop("cloud_arbitrator_targets")),
+        [
+            (
+                "host cloud2: cloud_arbitrator_targets is not set (every host of an HA pair probes "
+                "something outside the pair: a list of icmp:ADDRESS or tcp:ADDRESS:PORT)"
+            )
+        ]
+        * 3,  # once per pair: clc, walrus, cc zone-a
+    ),
+    (
+        "arbitrator targets not a list",
+        ha_case(hosts=lambda h: h["cloud1"].update(cloud_arbitrator_targets="icmp:192.0.2.1")),
+        [
+            (
+                "host cloud1: cloud_arbitrator_targets must be a list of icmp:ADDRESS or "
+                "tcp:ADDRESS:PORT, not str 'icmp:192.0.2.1'"
+            )
+        ]
+        * 3,
+    ),
+    *[
+        (
+            f"arbitrator target {bad}",
+            ha_case(hosts=lambda h, bad=bad: h["cloud1"].update(cloud_arbitrator_targets=[bad])),
+            [
+                (
+                    f"host cloud1: cloud_arbitrator_targets entry {bad!r} is not icmp:ADDRESS or "
+                    "tcp:ADDRESS:PORT (an IPv4 address, a port 1-65535)"
+                )
+            ]
+            * 3,
+        )
+        for bad in [
+            "192.0.2.1",
+            "udp:192.0.2.1:53",
+            "tcp:192.0.2.1",
+            "tcp:192.0.2.1:0",
+            "icmp:gateway",
+            "tcp:192.0.2.1:http",
+        ]
+    ],
+    (
+        "a target no host of the pair reaches",
+        ha_case(
+            hosts=lambda h: with_facts(
+                h,
+                **{
+                    n: {"probes": {"icmp:192.0.2.1": False, "tcp:192.0.2.53:53": True}}
+                    for n in ("cloud1", "cloud2")
+                },
+            )
+        ),
+        [
+            f"arbitrator target icmp:192.0.2.1 of the {pair} pair answers none of its hosts "
+            "(cloud1, cloud2): a typo or a firewall? A target no host reaches never arbitrates"
+            for pair in ("clc", "walrus", "cc zone-a")
+        ],
+    ),
+]
+
+
+def test_ha_description_is_good():
+    groups, hosts, vips = ha_case(hosts=with_facts)
+    errors, warnings, pairs = check_ha(groups, hosts, vips)
+    assert errors == [] and warnings == []
+    assert pairs == {p: ["cloud1", "cloud2"] for p in ("clc", "walrus", "cc zone-a")}
+
+
+def test_single_hosts_need_no_ha_variables():
+    groups, hosts, _ = ha_case(
+        groups=lambda g: (g.update(clc=["cloud1"], walrus=["cloud1"], cc=["cloud1"]),
+                          g.pop("witness")),
+        hosts=lambda h: h["cloud1"].pop("cloud_arbitrator_targets"),
+    )  # fmt: skip
+    assert check_ha(groups, hosts, {}) == ([], [], {})
+
+
+def test_a_cc_pair_alone_needs_targets_but_no_witness_or_vip():
+    groups, hosts, _ = ha_case(
+        groups=lambda g: (g.update(clc=["cloud1"], walrus=["cloud1"]), g.pop("witness"))
+    )
+    assert check_ha(groups, hosts, {}) == ([], [], {"cc zone-a": ["cloud1", "cloud2"]})
+
+
+def test_unreached_targets_of_one_host_are_warnings():
+    groups, hosts, vips = ha_case(
+        groups=lambda g: g.update(walrus=["cloud1"], cc=["cloud1"]),
+        hosts=lambda h: with_facts(h, cloud1={"probes": {t: False for t in TARGETS}},
+                                   cloud2={"probes": {TARGETS[0]: True, TARGETS[1]: False}}),
+    )  # fmt: skip
+    errors, warnings, _ = check_ha(groups, hosts, vips)
+    assert errors == [
+        (
+            "arbitrator target tcp:192.0.2.53:53 of the clc pair answers none of its hosts (cloud1, "
+            "cloud2): a typo or a firewall? A target no host reaches never arbitrates"
+        )
+    ]
+    assert warnings == [
+        (
+            "host cloud1 reaches none of its arbitrator targets (icmp:192.0.2.1, tcp:192.0.2.53:53): "
+            "it cannot hold the addresses of the clc pair until one answers"
+        ),
+        "host cloud2 does not reach arbitrator target tcp:192.0.2.53:53",
+    ]
+
+
+def test_an_unused_witness_is_a_warning():
+    groups, hosts, _ = ha_case(groups=lambda g: g.update(clc=["cloud1"], walrus=["cloud1"]))
+    errors, warnings, _ = check_ha(groups, hosts, {})
+    assert errors == []
+    assert warnings == ["group witness (witness1) is unused: no clc or walrus pair needs it"]
+
+
+@pytest.mark.parametrize(
+    ("description", "expected"), [f[1:] for f in HA_FAILURES], ids=[f[0] for f in HA_FAILURES]
+)
+def test_ha_failures(description, expected):
+    errors, _, _ = check_ha(*description)
+    assert errors == expected
+    for line in errors:
+        assert "\n" not in line
+
+
+def test_module_reports_the_pairs(tmp_path):
+    groups, hosts, vips = ha_case()
+    clusters = {"zone-a": {"subnet": "172.31.0.0/24", "bridge": "cloudbr0"}}
+    res = run_module(
+        tmp_path,
+        "cloud_precheck",
+        {"groups": groups, "hosts": hosts, "clusters": clusters, "vip_addresses": vips},
+    )
+    assert not res.get("failed"), res.get("msg")
+    assert res["pair_hosts"] == res["vip_hosts"] == ["cloud1", "cloud2"]
+    assert res["msg"].endswith(
+        "; HA pairs: clc (cloud1 cloud2), walrus (cloud1 cloud2), cc zone-a (cloud1 cloud2)"
+    )

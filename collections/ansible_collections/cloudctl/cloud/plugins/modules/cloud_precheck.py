@@ -17,11 +17,21 @@ description:
     in C(cc), C(sc) and C(nc) has C(cloud_cluster) naming a cluster of C(cloud_clusters); every
     cluster has a strict IPv4 C(subnet) (host bits zero) of at least a /29, a valid C(bridge)
     name (at most 15 characters) and, if set, a valid C(public_interface) name; no two
-    clusters' subnets overlap; every cluster used by a node controller has exactly one
-    cluster controller and at least one storage controller."
+    clusters' subnets overlap; every cluster used by a node controller has one cluster
+    controller (or two, a CC pair) and at least one storage controller."
   - "Elastic IP pools: a cluster's C(public_ips), if set, is an IPv4 CIDR (C(198.51.100.0/28),
     its host addresses) or an inclusive range C(A-B); it needs C(public_interface); it
     overlaps no cluster's subnet and no other cluster's pool."
+  - "HA pairs: C(clc) and C(walrus) have one host or two (a pair), a zone one C(cc) or two.
+    A C(clc) or C(walrus) pair needs its virtual address (O(vip_addresses)) and a C(witness)
+    group of ONE host that is in neither group; a C(walrus) pair needs a C(clc) pair (its
+    filer store is the etcd of the CLC pair and the witness). Every host of a pair has
+    C(cloud_arbitrator_targets), a list of C(icmp:ADDRESS) or C(tcp:ADDRESS:PORT)."
+  - "With the facts of the pair hosts (run again after gathering them): the virtual address
+    lies in the network of the interface that carries it (C(vip_network)); an arbitrator
+    target that no host of its pair reached (C(probes)) is an error, a host that reached none
+    or only some of its targets a warning (Eucalyptus's rule: all failing releases the
+    addresses, some failing is logged)."
 options:
   groups:
     description: The inventory's groups, i.e. the C(groups) magic variable (group -> hosts).
@@ -29,8 +39,17 @@ options:
     required: true
   hosts:
     description:
-      - Host name -> dict of that host's relevant variables (C(cloud_cluster); other keys are
-        ignored). A host in C(cc), C(sc) or C(nc) missing here has no C(cloud_cluster).
+      - Host name -> dict of that host's relevant variables: C(cloud_cluster),
+        C(cloud_arbitrator_targets), and from its facts C(vip_network) (the address and prefix
+        of the interface carrying the virtual addresses, like C(192.0.2.11/24); C("") when no
+        interface holds C(ansible_host)) and C(probes) (arbitrator target -> reached); other
+        keys are ignored. A host in C(cc), C(sc) or C(nc) missing here has no C(cloud_cluster).
+    type: dict
+    default: {}
+  vip_addresses:
+    description:
+      - The virtual addresses of the pairs, C(clc) (C(cloud_clc_vip_address)) and C(walrus)
+        (C(cloud_walrus_vip_address)); empty or missing for a single host.
     type: dict
     default: {}
   clusters:
@@ -92,6 +111,23 @@ clusters:
       cc: [cc1]
       sc: [sc1]
       nc: [nc1, nc2]
+pairs:
+  description: The HA pairs (C(clc), C(walrus), C(cc zone-a)...) and their two hosts.
+  returned: success
+  type: dict
+  sample: {clc: [cloud1, cloud2], walrus: [cloud1, cloud2], cc zone-a: [cloud1, cloud2]}
+pair_hosts:
+  description: Every host of an HA pair (those that need arbitrator targets).
+  returned: success
+  type: list
+  elements: str
+  sample: [cloud1, cloud2]
+vip_hosts:
+  description: Every host of a C(clc) or C(walrus) pair (those that carry a virtual address).
+  returned: success
+  type: list
+  elements: str
+  sample: [cloud1, cloud2]
 errors:
   description: Every problem found, one line each.
   returned: failure
@@ -114,6 +150,12 @@ REQUIRED_GROUPS = {
 }
 CLUSTER_GROUPS = ("cc", "sc", "nc")
 MAX_PREFIX = 29  # gateway + at least five instance addresses
+# Groups whose two hosts make a pair with a virtual address, the witness's role for them.
+VIP_PAIRS = {
+    "clc": ("CLC", "cloud_clc_vip_address", "the third etcd member"),
+    "walrus": ("Walrus", "cloud_walrus_vip_address", "the third SeaweedFS master"),
+}
+TARGET_FORMS = "icmp:ADDRESS or tcp:ADDRESS:PORT"
 
 
 def check_cloud(groups: dict, hosts: dict, clusters: dict) -> tuple[list[str], list[str], dict]:
@@ -150,7 +192,7 @@ def check_cloud(groups: dict, hosts: dict, clusters: dict) -> tuple[list[str], l
             if roles["cc"] or roles["sc"]:
                 warnings.append(f"cluster {name} has no node controller (no host in nc has it)")
             continue
-        if len(roles["cc"]) != 1:
+        if len(roles["cc"]) not in (1, 2):
             found = (
                 f"{len(roles['cc'])} hosts in group cc have it ({', '.join(roles['cc'])})"
                 if roles["cc"]
@@ -158,7 +200,7 @@ def check_cloud(groups: dict, hosts: dict, clusters: dict) -> tuple[list[str], l
             )
             errors.append(
                 f"cluster {name}: {found} as cloud_cluster; a cluster with node controllers "
-                "needs exactly one cluster controller"
+                "needs one cluster controller (or two, a CC pair)"
             )
         if not roles["sc"]:
             errors.append(
@@ -176,6 +218,164 @@ def check_cloud(groups: dict, hosts: dict, clusters: dict) -> tuple[list[str], l
             **{g: sorted(roles[g]) for g in CLUSTER_GROUPS},
         }
     return errors, warnings, summary
+
+
+def check_ha(
+    groups: dict, hosts: dict, clusters: dict, vips: dict
+) -> tuple[list[str], list[str], dict[str, list[str]]]:
+    """The HA rules (issue 12), given check_cloud's clusters summary.
+    Returns (errors, warnings, pairs: name -> its two hosts)."""
+    errors: list[str] = []
+    warnings: list[str] = []
+    pairs: dict[str, list[str]] = {}
+    groups = groups or {}
+    hosts = hosts or {}
+    witnesses = groups.get("witness") or []
+    if len(witnesses) > 1:
+        errors.append(
+            f"group witness has {len(witnesses)} hosts ({', '.join(witnesses)}): it holds ONE "
+            "host, the third etcd member and SeaweedFS master of the clc and walrus pairs"
+        )
+    for group, (what, vip_var, witness_role) in VIP_PAIRS.items():
+        members = groups.get(group) or []
+        if len(members) > 2:
+            errors.append(
+                f"group {group} has {len(members)} hosts ({', '.join(members)}): one {what} "
+                "host, or two for a primary/secondary pair"
+            )
+        if len(members) != 2:
+            continue
+        pair = f"the {what} pair ({', '.join(members)})"
+        pairs[group] = list(members)
+        vip = vips.get(group)
+        if vip is None or vip == "":
+            errors.append(f"{pair} needs {vip_var}: the virtual address its clients reach")
+        else:
+            check_vip(pair, vip_var, vip, members, hosts, errors)
+        if not witnesses:
+            errors.append(
+                f"{pair} needs a witness: one host in group witness, {witness_role} "
+                "(a third host, so that either host of the pair can fail)"
+            )
+        for host in witnesses:
+            if host in members:
+                errors.append(
+                    f"host {host} is in both witness and {group}: the witness must be a third "
+                    f"host, not one of {pair}"
+                )
+    if "walrus" in pairs and "clc" not in pairs:
+        errors.append(
+            f"the Walrus pair ({', '.join(pairs['walrus'])}) keeps its filer store in etcd, whose "
+            "members are the CLC pair and the witness: make clc a pair too"
+        )
+    if witnesses and not pairs:
+        warnings.append(
+            f"group witness ({', '.join(witnesses)}) is unused: no clc or walrus pair needs it"
+        )
+    for zone, spec in clusters.items():
+        if len(spec["cc"]) == 2:
+            pairs[f"cc {zone}"] = list(spec["cc"])
+    for name, members in pairs.items():
+        for host in members:
+            check_targets(host, (hosts.get(host) or {}).get("cloud_arbitrator_targets"), errors)
+        check_probes(name, members, hosts, errors, warnings)
+    return errors, warnings, pairs
+
+
+def check_vip(
+    pair: str, var: str, vip: object, members: list[str], hosts: dict, errors: list[str]
+) -> None:
+    try:
+        address = ipaddress.IPv4Address(str(vip).strip())
+    except ValueError:
+        errors.append(f"{pair}: {var} {vip!r} is not an IPv4 address")
+        return
+    for host in members:
+        facts = hosts.get(host) or {}
+        if facts.get("ansible_host") == str(address):
+            errors.append(
+                f"{pair}: {var} {address} is the address of host {host} (ansible_host): a "
+                "virtual address is a free one that moves between the hosts"
+            )
+        if "vip_network" not in facts:
+            continue  # before the facts are gathered
+        if not facts["vip_network"]:
+            errors.append(
+                f"host {host}: no interface holds ansible_host {facts.get('ansible_host')}: set "
+                "cloud_vip_interface to the interface that carries the virtual addresses"
+            )
+            continue
+        network = ipaddress.IPv4Interface(facts["vip_network"]).network
+        if address not in network:
+            errors.append(
+                f"{pair}: {var} {address} is outside the network {network} of host {host}'s "
+                "virtual address interface (keepalived adds it there; clients could not "
+                "reach it)"
+            )
+
+
+def target_problem(target: object) -> str | None:
+    """Why a probe is not icmp:ADDRESS or tcp:ADDRESS:PORT (None if it is)."""
+    kind, _, rest = str(target).partition(":")
+    address, port = rest, None
+    if kind == "tcp":
+        address, _, port = rest.rpartition(":")
+    try:
+        ipaddress.IPv4Address(address)
+        if kind not in ("icmp", "tcp") or (port is not None and not 0 < int(port) < 65536):
+            raise ValueError(target)
+    except ValueError:
+        return f"{target!r} is not {TARGET_FORMS} (an IPv4 address, a port 1-65535)"
+    return None
+
+
+def check_targets(host: str, targets: object, errors: list[str]) -> None:
+    if not targets:
+        errors.append(
+            f"host {host}: cloud_arbitrator_targets is not set (every host of an HA pair "
+            f"probes something outside the pair: a list of {TARGET_FORMS})"
+        )
+        return
+    if not isinstance(targets, list):
+        errors.append(
+            f"host {host}: cloud_arbitrator_targets must be a list of {TARGET_FORMS}, "
+            f"not {type(targets).__name__} {targets!r}"
+        )
+        return
+    for target in targets:
+        if problem := target_problem(target):
+            errors.append(f"host {host}: cloud_arbitrator_targets entry {problem}")
+
+
+def check_probes(
+    name: str, members: list[str], hosts: dict, errors: list[str], warnings: list[str]
+) -> None:
+    """Probe results from the hosts (when gathered): a target none of the pair reaches is
+    "shared by nothing": a typo or a firewall, it can never arbitrate."""
+    reached_by: dict[str, list[str]] = {}
+    for host in members:
+        probes = (hosts.get(host) or {}).get("probes")
+        if not isinstance(probes, dict) or not probes:
+            continue
+        for target, ok in probes.items():
+            reached_by.setdefault(target, [])
+            if ok:
+                reached_by[target].append(host)
+        failed = [target for target, ok in probes.items() if not ok]
+        if failed and len(failed) == len(probes):
+            warnings.append(
+                f"host {host} reaches none of its arbitrator targets ({', '.join(failed)}): "
+                f"it cannot hold the addresses of the {name} pair until one answers"
+            )
+        elif failed:
+            warnings.append(f"host {host} does not reach arbitrator target {', '.join(failed)}")
+    for target, reached in reached_by.items():
+        if not reached:
+            errors.append(
+                f"arbitrator target {target} of the {name} pair answers none of its hosts "
+                f"({', '.join(members)}): a typo or a firewall? A target no host reaches never "
+                "arbitrates"
+            )
 
 
 def cluster_ref_problem(cluster: object, clusters: dict) -> str | None:
@@ -337,12 +537,15 @@ def main() -> None:
             "groups": {"type": "dict", "required": True},
             "hosts": {"type": "dict", "default": {}},
             "clusters": {"type": "dict", "required": True},
+            "vip_addresses": {"type": "dict", "default": {}},
         },
         supports_check_mode=True,
     )
-    errors, warnings, summary = check_cloud(
-        module.params["groups"], module.params["hosts"], module.params["clusters"]
-    )
+    groups, hosts = module.params["groups"], module.params["hosts"]
+    errors, warnings, summary = check_cloud(groups, hosts, module.params["clusters"])
+    ha_errors, ha_warnings, pairs = check_ha(groups, hosts, summary, module.params["vip_addresses"])
+    errors += ha_errors
+    warnings += ha_warnings
     for warning in warnings:
         module.warn(warning)
     if errors:
@@ -359,7 +562,16 @@ def main() -> None:
         for n, s in used.items()
     ]
     msg = f"cloud ok: {len(used)} cluster{'s' if len(used) != 1 else ''}; " + "; ".join(parts)
-    module.exit_json(changed=False, msg=msg, clusters=summary)
+    if pairs:
+        msg += "; HA pairs: " + ", ".join(f"{n} ({' '.join(h)})" for n, h in pairs.items())
+    module.exit_json(
+        changed=False,
+        msg=msg,
+        clusters=summary,
+        pairs=pairs,
+        pair_hosts=sorted({h for hosts in pairs.values() for h in hosts}),
+        vip_hosts=sorted({h for n in VIP_PAIRS for h in pairs.get(n, [])}),
+    )
 
 
 if __name__ == "__main__":
