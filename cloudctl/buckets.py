@@ -29,7 +29,7 @@ from typing import Any
 from cloudctl import quotas, usage
 from cloudctl.errors import CloudError, InputError
 from cloudctl.identity import Principal
-from cloudctl.state import StateStore, utc_now
+from cloudctl.state import Store, utc_now
 from cloudctl.walrus import IMAGES, SNAPSHOTS
 
 TABLE = "buckets"
@@ -62,7 +62,7 @@ def owner_of(record: dict[str, Any]) -> Principal:
 
 
 class Buckets:
-    def __init__(self, store: StateStore) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
 
     def get(self, name: str) -> dict[str, Any] | None:

@@ -11,6 +11,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -32,6 +33,54 @@ COLLECTION_DIR = Path("collections/ansible_collections/cloudctl/cloud")
 
 
 @dataclass(frozen=True)
+class EtcdState:
+    """The cloud's state in etcd (a CLC pair shares it): the members and the key prefix."""
+
+    endpoints: tuple[str, ...]  # https://HOST:2379, ...
+    prefix: str  # /cloudctl/<cloud id>/
+    ca_file: str | None = None  # the CA that signed the members' certificates
+    cert_file: str | None = None  # the client certificate and its key
+    key_file: str | None = None
+
+    def __str__(self) -> str:
+        return f"etcd prefix {self.prefix} at {', '.join(self.endpoints)}"
+
+    def mapping(self) -> dict[str, Any]:
+        """The `state:` mapping of cloud.yml / the clouds file that parse_state reads back."""
+        tls = {key: getattr(self, key) for key in TLS_FILES if getattr(self, key)}
+        return {"backend": "etcd", "endpoints": list(self.endpoints), "prefix": self.prefix} | tls
+
+
+TLS_FILES = ("ca_file", "cert_file", "key_file")
+_ENDPOINT = re.compile(r"^https?://[^/\s]+:[0-9]+/?$")
+
+
+def parse_state(spec: Any, where: str, cloud_id: str = "") -> EtcdState | None:
+    """The `state:` mapping of cloud.yml or of a clouds file entry: an EtcdState, or None
+    for the TinyDB file (no mapping, or backend tinydb). ConfigError names what is wrong.
+    The prefix defaults to /cloudctl/<cloud id>/ when the cloud id is known."""
+    if spec is None or (isinstance(spec, Mapping) and spec.get("backend", "tinydb") == "tinydb"):
+        return None
+    if not isinstance(spec, Mapping) or spec.get("backend") != "etcd":
+        raise ConfigError(f"{where}: state must be a mapping with backend tinydb or etcd")
+    endpoints = spec.get("endpoints")
+    if isinstance(endpoints, str):
+        endpoints = endpoints.split(",")
+    if not endpoints or not all(isinstance(e, str) and _ENDPOINT.match(e) for e in endpoints):
+        raise ConfigError(
+            f"{where}: state.endpoints must list etcd client URLs (http(s)://HOST:PORT), "
+            f"not {endpoints!r}"
+        )
+    prefix = str(spec.get("prefix") or (f"/cloudctl/{cloud_id}/" if cloud_id else ""))
+    if not prefix.startswith("/") or not prefix.endswith("/"):
+        raise ConfigError(f"{where}: state.prefix must start and end with '/', not {prefix!r}")
+    files = {key: str(spec[key]) if spec.get(key) else None for key in TLS_FILES}
+    if bool(files["cert_file"]) != bool(files["key_file"]):
+        raise ConfigError(f"{where}: state.cert_file and state.key_file go together")
+    return EtcdState(tuple(e.rstrip("/") for e in endpoints), prefix, **files)
+
+
+@dataclass(frozen=True)
 class Settings:
     project_dir: Path  # repository root: ansible.cfg, cloudctl/, the collection in collections/
     inventory: Path
@@ -40,10 +89,18 @@ class Settings:
     # directory its cloud.yml names.
     state_path: Path | None = None
     cloud: str = ""  # the name of the cloud in the clouds file ("" = none)
+    # The state in etcd instead (a CLC pair): cloud.yml's or the clouds file's `state:`
+    # mapping. state_path then names the file `cloudctl state migrate` copies from.
+    state_etcd: EtcdState | None = None
 
     def __post_init__(self) -> None:
         if self.state_path is None:
             object.__setattr__(self, "state_path", self.home / STATE_FILE)
+
+    @property
+    def state_location(self) -> str:
+        """Where the state is, for messages: the file, or the etcd prefix and members."""
+        return str(self.state_etcd or self.state_path)
 
     @property
     def ansible_cfg(self) -> Path:
@@ -79,7 +136,7 @@ class NamedCloud:
     name: str
     inventory: Path
     home: Path
-    state: Path | None = None  # default <home>/state.json
+    state: Path | EtcdState | None = None  # default <home>/state.json
 
 
 def clouds_file(env: Mapping[str, str] | None = None) -> Path:
@@ -105,7 +162,7 @@ def load_clouds(path: Path) -> tuple[str, dict[str, NamedCloud]]:
                 name=str(name),
                 inventory=Path(spec["inventory"]),
                 home=Path(spec["home"]),
-                state=Path(spec["state"]) if spec.get("state") else None,
+                state=_named_state(spec.get("state"), f"clouds file {path}, cloud {name}"),
             )
             for name, spec in (data.get("clouds") or {}).items()
         }
@@ -114,13 +171,22 @@ def load_clouds(path: Path) -> tuple[str, dict[str, NamedCloud]]:
         raise ConfigError(f"clouds file {path} is malformed: {exc!r}") from None
 
 
+def _named_state(spec: Any, where: str) -> Path | EtcdState | None:
+    """A clouds file entry's state: a file path, or an etcd `state:` mapping."""
+    if not spec:
+        return None
+    if isinstance(spec, str):
+        return Path(spec)
+    return parse_state(spec, where)
+
+
 def save_clouds(path: Path, default: str, clouds: Mapping[str, NamedCloud]) -> None:
     """Write the clouds file (0600), atomically."""
     data = {
         "default": default or None,
         "clouds": {
             c.name: {"inventory": str(c.inventory), "home": str(c.home)}
-            | ({"state": str(c.state)} if c.state else {})
+            | ({"state": _state_entry(c.state)} if c.state else {})
             for c in clouds.values()
         },
     }
@@ -130,6 +196,10 @@ def save_clouds(path: Path, default: str, clouds: Mapping[str, NamedCloud]) -> N
         fh.write("# cloudctl's named clouds: `cloudctl cloud add|list|remove` edit this file.\n")
         yaml.safe_dump(data, fh, sort_keys=False)
     os.replace(tmp, path)
+
+
+def _state_entry(state: Path | EtcdState) -> str | dict[str, Any]:
+    return state.mapping() if isinstance(state, EtcdState) else str(state)
 
 
 _CLOUD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -186,6 +256,7 @@ def resolve_settings(
     name = cloud or env.get(ENV_CLOUD) or ""
     explicit_inventory = inventory if inventory is not None else env.get(ENV_INVENTORY)
     state = Path(env[ENV_STATE]).expanduser().absolute() if env.get(ENV_STATE) else None
+    etcd: EtcdState | None = None
     named: NamedCloud | None = None
     if name or not (explicit_inventory or env.get(ENV_HOME) or CLC_CONFIG.is_file()):
         path = clouds_file(env)
@@ -217,21 +288,31 @@ def resolve_settings(
     else:
         home = Path.home() / ".cloudctl"
     if state is None and named:
-        state = named.state
-    if state is None and not named and not env.get(ENV_HOME):
-        state = clc_state_path()
-    return Settings(project_dir=project, inventory=inv, home=home, state_path=state, cloud=name)
+        if isinstance(named.state, EtcdState):
+            etcd = named.state
+        else:
+            state = named.state
+    if state is None and etcd is None and not named and not env.get(ENV_HOME):
+        state, etcd = clc_state()
+    return Settings(
+        project_dir=project, inventory=inv, home=home, state_path=state, cloud=name,
+        state_etcd=etcd,
+    )  # fmt: skip
 
 
-def clc_state_path() -> Path | None:
-    """On a CLC host: the state file in the state directory its cloud.yml names."""
+def clc_state() -> tuple[Path | None, EtcdState | None]:
+    """On a CLC host: the state file in the state directory its cloud.yml names, and the
+    etcd cluster its `state:` mapping names (a CLC pair; the file is then only what
+    `cloudctl state migrate` copies from)."""
     try:
         data = yaml.safe_load(CLC_CONFIG.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):
-        return None
-    if isinstance(data, Mapping) and data.get("state_dir"):
-        return Path(str(data["state_dir"])) / STATE_FILE
-    return None
+        return None, None
+    if not isinstance(data, Mapping):
+        return None, None
+    path = Path(str(data["state_dir"])) / STATE_FILE if data.get("state_dir") else None
+    etcd = parse_state(data.get("state"), str(CLC_CONFIG), str(data.get("cloud_id") or ""))
+    return path, etcd
 
 
 def check_inventory(settings: Settings) -> list[str]:

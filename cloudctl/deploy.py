@@ -10,7 +10,7 @@ from cloudctl.cloudconfig import fetched_path, get_config
 from cloudctl.config import Settings, check_inventory
 from cloudctl.errors import InputError
 from cloudctl.runner import PlayResult, ProgressCallback, previous_task_count, run_playbook
-from cloudctl.state import StateStore
+from cloudctl.state import open_store
 
 SITE_PLAYBOOK = "cloudctl.cloud.site"
 
@@ -76,7 +76,7 @@ def record_cloud(settings: Settings) -> bool:
     """After a deploy: the state records the cloud's id (made by the deploy), created when
     there is none; the state of another cloud is refused. True when the state was written."""
     config = get_config(settings)
-    return StateStore(settings.state_path).initialize(config.cloud_id, config.cloud_name)
+    return open_store(settings).initialize(config.cloud_id, config.cloud_name)
 
 
 def host_summary(result: PlayResult) -> list[HostSummary]:

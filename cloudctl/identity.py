@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 from cryptography.fernet import Fernet, InvalidToken
 
 from cloudctl.errors import CloudError, InputError, NotFound
-from cloudctl.state import StateError, StateStore, Transaction
+from cloudctl.state import StateError, Store, Transaction
 
 ADMIN_ACCOUNT = "admin"
 ACCOUNTS = "accounts"
@@ -132,7 +132,7 @@ def _new_secret() -> str:
 class Identity:
     """Accounts, users and access keys of the cloud, in its state store."""
 
-    def __init__(self, store: StateStore) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
         self.key_path = store.path.with_name(store.path.name + ".identity-key")
 

@@ -34,7 +34,7 @@ from cloudctl import buckets, quotas, walrus
 from cloudctl.errors import InputError, NotFound
 from cloudctl.identity import Principal, current_owner, shared, visible
 from cloudctl.ids import kind_of, new_id, parse_id
-from cloudctl.state import StateStore
+from cloudctl.state import Store
 from cloudctl.walrus import IMAGES, WalrusError
 
 TABLE = "images"
@@ -141,7 +141,7 @@ def validate_name(name: str) -> str:
 class Images:
     """The image service over a state store and, for what touches objects, Walrus."""
 
-    def __init__(self, store: StateStore, s3: walrus.Client | None = None) -> None:
+    def __init__(self, store: Store, s3: walrus.Client | None = None) -> None:
         self.store = store
         self._s3 = s3
 

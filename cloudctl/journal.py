@@ -5,7 +5,9 @@ An entry is written `running` (with the cloudctl process's pid and the resource 
 carries) before ansible-runner starts, gets the play's pid (`play`) from its first event, and
 becomes `succeeded` or `failed` when the play ends. If cloudctl dies in between (kill -9, a
 crash, a reboot) the entry stays `running` while its process is gone: the next cloudctl
-command warns about it, and `cloudctl reconcile` ends what is left of the play
+command warns about it (with the state in etcd, on any controller: the operation holds a
+leased key `<prefix>ops/<event id>` that expires with its process or host; with the TinyDB
+file, by the recorded pid), and `cloudctl reconcile` ends what is left of the play
 (cloudctl/playguard.py, which normally ended it already), compares the state with the hosts
 and, with --fix, closes the entry.
 """
@@ -21,7 +23,7 @@ from cloudctl import playguard
 from cloudctl.config import Settings
 from cloudctl.identity import current_owner
 from cloudctl.ids import HEX_LEN, PREFIXES
-from cloudctl.state import StateStore, Transaction, utc_now
+from cloudctl.state import Transaction, open_store, utc_now
 
 TABLE = "operations"
 RUNNING, SUCCEEDED, FAILED, RECONCILED = "running", "succeeded", "failed", "reconciled"
@@ -43,27 +45,33 @@ def begin(
         "pid": os.getpid(),
         "pid_started": playguard.process_start(os.getpid()),
     }
-    with StateStore(settings.state_path).transaction() as tx:
+    store = open_store(settings)
+    store.hold_operation(event_id)  # before the entry: a reader never sees it unheld
+    with store.transaction() as tx:
         tx.table(TABLE).insert(entry)
 
 
 def playing(settings: Settings, event_id: str, pid: int) -> None:
     """Record the play's ansible-playbook process (its pid and start time)."""
     play = {"pid": pid, "started": playguard.process_start(pid)}
-    with StateStore(settings.state_path).transaction() as tx:
+    with open_store(settings).transaction() as tx:
         tx.table(TABLE).update(event_id, play=play)
 
 
 def finish(settings: Settings, event_id: str, ok: bool, detail: str = "") -> None:
-    with StateStore(settings.state_path).transaction() as tx:
+    store = open_store(settings)
+    with store.transaction() as tx:
         tx.table(TABLE).update(
             event_id, state=SUCCEEDED if ok else FAILED, detail=detail, finished=utc_now()
         )
+    store.drop_operation(event_id)
 
 
 def unfinished(view: Transaction) -> list[dict[str, Any]]:
     """Entries still `running` whose cloudctl process is gone: interrupted operations."""
     running = view.table(TABLE).search(state=RUNNING)
+    if view.running_operations is not None:  # etcd: the operation's lease is gone
+        return [e for e in running if e["id"] not in view.running_operations]
     return [e for e in running if not _alive(e["pid"], e.get("pid_started"))]
 
 

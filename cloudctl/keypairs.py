@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from cloudctl.errors import InputError
 from cloudctl.identity import current_owner, visible
-from cloudctl.state import StateStore
+from cloudctl.state import Store
 
 TABLE = "keypairs"
 MAX_NAME = 255
@@ -117,7 +117,7 @@ def find(tx: Any, name: str) -> dict[str, Any]:
 class KeyPairs:
     """The key pair service over a state store."""
 
-    def __init__(self, store: StateStore) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
 
     def create(

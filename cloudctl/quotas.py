@@ -17,7 +17,7 @@ from typing import Any
 
 from cloudctl.errors import CapacityError, InputError, NotFound
 from cloudctl.identity import ACCOUNTS, ADMIN_ACCOUNT, USERS, Principal, parse_principal
-from cloudctl.state import StateStore, Transaction
+from cloudctl.state import Store, Transaction
 
 TABLE = "quotas"
 ACCOUNT_WIDE = "*"
@@ -105,7 +105,7 @@ def check(tx: Transaction, principal: Principal, asked: Mapping[str, int]) -> No
 
 
 class Quotas:
-    def __init__(self, store: StateStore) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
 
     def set(self, target: str, key: str, limit: int | None) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Any
 
 from cloudctl.cloudconfig import CloudConfig, config_path, get_config, load_config
 from cloudctl.config import Settings
-from cloudctl.state import StateStore, Transaction
+from cloudctl.state import Store, Transaction, open_store
 
 # Called by a long operation with its records once they are in their first state (pending,
 # creating...), before its play runs: the API answers the request then (cloudctl/api).
@@ -21,11 +21,11 @@ class CloudService:
     def __init__(
         self,
         settings: Settings,
-        store: StateStore | None = None,
+        store: Store | None = None,
         config: CloudConfig | None = None,
     ) -> None:
         self.settings = settings
-        self.store = store or StateStore(settings.state_path)
+        self.store = store or open_store(settings)
         self._config = config
 
     @property
@@ -44,4 +44,4 @@ def checked_state(settings: Settings) -> AbstractContextManager[Transaction]:
     checks again after a fetch)."""
     path = config_path(settings)
     cloud_id = load_config(path).cloud_id if path else ""
-    return StateStore(settings.state_path).checked_snapshot(cloud_id)
+    return open_store(settings).checked_snapshot(cloud_id)

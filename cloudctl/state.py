@@ -1,6 +1,6 @@
-"""The state store: TinyDB documents behind a small repository API.
+"""The state store: one repository API, two backends (open_store chooses from the settings).
 
-    store = StateStore(home / "state.json")
+    store = open_store(settings)             # StateStore (TinyDB file) or EtcdStore
     with store.transaction() as tx:
         tx.table("instances").insert({"id": new_id("instance"), "account": a, "user": u})
         ip = tx.allocate("ip:zone-a", subnet.iter_hosts(), owner_id=instance_id)
@@ -19,6 +19,9 @@ Concurrency and durability:
   directory, so the file always holds either the old or the new content, never a mix.
 - The file is TinyDB's JSON layout ({table: {doc_id: document}}), mode 0600.
 
+The etcd backend (a CLC pair and a witness share the state) keeps the same API; see
+EtcdStore for how it stores, locks and commits.
+
 Every record carries `id`, `account` and `user` (the owner, DESIGN.md) and the store adds
 `created` and `updated` (UTC, ISO 8601). Allocations of pooled values (IPs, MACs) live in the
 reserved table `_allocations`, one document per allocated value.
@@ -26,21 +29,32 @@ reserved table `_allocations`, one document per allocated value.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import copy
 import fcntl
 import json
 import os
+import random
+import re
 import tempfile
 import threading
+import time
+import urllib.parse
+import uuid
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import etcd3gw
+import requests
+from etcd3gw import exceptions as etcd_errors
 from tinydb import Query, TinyDB
 from tinydb.storages import Storage
 
+from cloudctl.config import EtcdState, Settings
 from cloudctl.errors import CloudError
 
 OWNER_FIELDS = ("account", "user")
@@ -170,10 +184,20 @@ class Table:
 class Transaction:
     """A view of the whole store for the duration of one lock (see StateStore)."""
 
-    def __init__(self, data: dict[str, Any], writable: bool) -> None:
+    def __init__(
+        self,
+        data: dict[str, Any],
+        writable: bool,
+        found: bool = True,
+        running_operations: set[str] | None = None,
+    ) -> None:
         self._storage = _BufferStorage(data)
         self._db = TinyDB(storage=_StorageFactory(self._storage))
         self._writable = writable
+        self.found = found  # False: there is no state at all where it should be
+        # etcd: the journal entries whose operation still holds its lease (journal.py);
+        # None: the backend cannot tell (TinyDB: the journal checks the recorded pid)
+        self.running_operations = running_operations
 
     @property
     def changed(self) -> bool:
@@ -189,18 +213,18 @@ class Transaction:
         docs = self._db.table(IDENTITY, cache_size=0).all()
         return str(docs[0]["cloud_id"]) if docs else ""
 
-    def check_identity(self, path: Path, cloud_id: str) -> None:
-        """Refuse a state (at `path`) that records no cloud, or another one than `cloud_id`
-        ("" accepts any recorded cloud: a configuration from before cloud ids)."""
+    def check_identity(self, where: str, cloud_id: str) -> None:
+        """Refuse a state (`where` names it) that records no cloud, or another one than
+        `cloud_id` ("" accepts any recorded cloud: a configuration from before cloud ids)."""
         recorded = self.identity()
         if not recorded:
             raise ForeignState(
-                f"the state {path} records no cloud id: `cloudctl state init` adopts it "
+                f"the state {where} records no cloud id: `cloudctl state init` adopts it "
                 "for this cloud"
             )
         if cloud_id and recorded != cloud_id:
             raise ForeignState(
-                f"the state {path} is of cloud {recorded}, not of this cloud {cloud_id}"
+                f"the state {where} is of cloud {recorded}, not of this cloud {cloud_id}"
             )
 
     def tables(self) -> set[str]:
@@ -265,11 +289,91 @@ class _StorageFactory:
         return self._storage
 
 
-class StateStore:
-    """The state database in one JSON file, safe for several processes at once."""
+class Store:
+    """The repository API both backends share; a backend supplies transaction(), snapshot()
+    and where its state is (`name`, for messages)."""
+
+    name: str
+
+    def transaction(self) -> contextlib.AbstractContextManager[Transaction]:
+        raise NotImplementedError
+
+    def snapshot(self) -> contextlib.AbstractContextManager[Transaction]:
+        raise NotImplementedError
+
+    # --- the cloud the state describes ---------------------------------------------------
+
+    def check(self, cloud_id: str = "") -> None:
+        """Refuse a missing state, a state that records no cloud, and (when `cloud_id` is
+        given) the state of another cloud: never treat them as an empty cloud."""
+        with self.checked_snapshot(cloud_id):
+            pass
+
+    @contextlib.contextmanager
+    def checked_snapshot(self, cloud_id: str = "") -> Iterator[Transaction]:
+        """A read-only view (snapshot) of a state that passed `check`, read once."""
+        if not self._present():
+            raise self._missing()
+        with self.snapshot() as snap:
+            if not snap.found:
+                raise self._missing()
+            snap.check_identity(self.name, cloud_id)
+            yield snap
+
+    def initialize(self, cloud_id: str, cloud_name: str) -> bool:
+        """Record the cloud this state describes, creating the state when there is none;
+        a state that records no cloud yet is adopted. True when something was written."""
+        if not cloud_id:
+            raise StateError("the cloud has no id (deploy it first)")
+        with self.transaction() as tx:
+            if not tx.identity():
+                table = tx._db.table(IDENTITY, cache_size=0)
+                table.insert({"cloud_id": cloud_id, "name": cloud_name, "created": utc_now()})
+                return True
+            tx.check_identity(self.name, cloud_id)
+        return False
+
+    # Shortcuts for a single read.
+    def get(self, table: str, record_id: str) -> dict[str, Any] | None:
+        with self.snapshot() as snap:
+            return snap.table(table).get(record_id)
+
+    def all(self, table: str) -> list[dict[str, Any]]:
+        with self.snapshot() as snap:
+            return snap.table(table).all()
+
+    def search(self, table: str, **equal_fields: Any) -> list[dict[str, Any]]:
+        with self.snapshot() as snap:
+            return snap.table(table).search(**equal_fields)
+
+    # --- operations of the journal (cloudctl/journal.py) ---------------------------------
+
+    def hold_operation(self, event_id: str) -> None:
+        """Mark an operation as running for as long as this process lives (etcd: a leased
+        key; TinyDB: nothing, the journal records the pid)."""
+
+    def drop_operation(self, event_id: str) -> None:
+        """The operation ended (after its journal entry says so)."""
+
+    # --- internals -----------------------------------------------------------------------
+
+    def _present(self) -> bool:
+        return True
+
+    def _missing(self) -> StateMissing:
+        return StateMissing(
+            f"no state in {self.name}: `cloudctl deploy` creates it, `cloudctl state migrate` "
+            "copies a state file into it; `cloudctl state init` starts an empty one for a "
+            "deployed cloud whose state is lost"
+        )
+
+
+class StateStore(Store):
+    """The state database in one JSON file (TinyDB), safe for several processes at once."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path).absolute()
+        self.name = str(self.path)
         self.lock_path = self.path.with_name(self.path.name + ".lock")
 
     @contextlib.contextmanager
@@ -288,75 +392,32 @@ class StateStore:
         with self._locked(fcntl.LOCK_SH):
             yield Transaction(self._load(), writable=False)
 
-    # --- the cloud the state describes ---------------------------------------------------
+    def _present(self) -> bool:
+        return self.path.is_file()
 
-    def check(self, cloud_id: str = "") -> None:
-        """Refuse a missing state, a state that records no cloud, and (when `cloud_id` is
-        given) the state of another cloud: never treat them as an empty cloud."""
-        with self.checked_snapshot(cloud_id):
-            pass
-
-    @contextlib.contextmanager
-    def checked_snapshot(self, cloud_id: str = "") -> Iterator[Transaction]:
-        """A read-only view (snapshot) of a state that passed `check`, read once."""
-        if not self.path.is_file():
-            raise StateMissing(
-                f"no state at {self.path}: `cloudctl deploy` creates it; `cloudctl state init` "
-                "starts an empty one for a deployed cloud whose state is lost"
-            )
-        with self.snapshot() as snap:
-            snap.check_identity(self.path, cloud_id)
-            yield snap
-
-    def initialize(self, cloud_id: str, cloud_name: str) -> bool:
-        """Record the cloud this state describes, creating the state file when there is none;
-        a state that records no cloud yet is adopted. True when something was written."""
-        if not cloud_id:
-            raise StateError("the cloud has no id (deploy it first)")
-        with self.transaction() as tx:
-            if not tx.identity():
-                table = tx._db.table(IDENTITY, cache_size=0)
-                table.insert({"cloud_id": cloud_id, "name": cloud_name, "created": utc_now()})
-                return True
-            tx.check_identity(self.path, cloud_id)
-        return False
-
-    # Shortcuts for a single read.
-    def get(self, table: str, record_id: str) -> dict[str, Any] | None:
-        with self.snapshot() as snap:
-            return snap.table(table).get(record_id)
-
-    def all(self, table: str) -> list[dict[str, Any]]:
-        with self.snapshot() as snap:
-            return snap.table(table).all()
-
-    def search(self, table: str, **equal_fields: Any) -> list[dict[str, Any]]:
-        with self.snapshot() as snap:
-            return snap.table(table).search(**equal_fields)
+    def _missing(self) -> StateMissing:
+        return StateMissing(
+            f"no state at {self.path}: `cloudctl deploy` creates it; `cloudctl state init` "
+            "starts an empty one for a deployed cloud whose state is lost"
+        )
 
     # --- internals -----------------------------------------------------------------------
 
     @contextlib.contextmanager
     def _locked(self, mode: int) -> Iterator[None]:
-        held = _held_paths()
-        if self.path in held:
-            raise StateError(f"{self.path}: nested transaction or snapshot in one thread")
-        try:
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError as exc:
-            raise StateError(
-                f"cannot open the state lock {self.lock_path}: {exc.strerror}"
-            ) from exc
-        try:
-            fcntl.flock(fd, mode)
-            held.add(self.path)
+        with _not_nested(self.name):
             try:
+                self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError as exc:
+                raise StateError(
+                    f"cannot open the state lock {self.lock_path}: {exc.strerror}"
+                ) from exc
+            try:
+                fcntl.flock(fd, mode)
                 yield
             finally:
-                held.discard(self.path)
-        finally:
-            os.close(fd)  # closing the last descriptor releases the lock
+                os.close(fd)  # closing the last descriptor releases the lock
 
     def _load(self) -> dict[str, Any]:
         try:
@@ -416,14 +477,487 @@ class StateStore:
                         os.unlink(entry.path)
 
 
+# --- etcd ---------------------------------------------------------------------------------
+
+LOCK_TTL = 10  # s: a dead holder's lock frees itself within this time
+LOCK_WAIT = 60  # s: how long a transaction waits for the lock before giving up
+OPERATION_TTL = 10  # s: a dead cloudctl's operation shows as interrupted within this time
+RETRY_FOR = 10  # s: how long a request tries the members before etcd counts as unreachable
+REQUEST_TIMEOUT = 3  # s: one HTTP request to one member
+LOCK_KEY, COMMIT_KEY, OPERATIONS = "lock", "txn", "ops/"
+
+
+class EtcdStore(Store):
+    """The state in an etcd cluster (a CLC pair and a witness), through etcd's JSON gateway
+    (etcd3gw). Keys under the prefix, values JSON:
+
+        <prefix>cloud                   the identity document (_cloud)
+        <prefix>t/<table>/<record id>   one record
+        <prefix>a/<pool>/<value>        one allocated value (_allocations)
+        <prefix>lock                    the transaction lock, attached to its holder's lease
+        <prefix>txn                     the token of the last committed transaction
+        <prefix>ops/<event id>          a running operation, attached to its process's lease
+
+    A transaction takes the lock (a key created only if absent, on a lease kept alive while
+    the transaction lasts: a dead holder's lock frees itself when its lease expires), reads
+    the prefix at one revision into the same in-memory layout as the TinyDB file, runs the
+    block on it, and commits only the keys that changed in one etcd transaction. The commit
+    compares the mod revision of every changed key with what was read (create revision 0 for
+    new ones) and that the lock is still this transaction's: a failed compare is a
+    StateError, nothing is written. Snapshots read the prefix at one revision, without the
+    lock. Records of a table come back in creation order (those created by one transaction
+    by key). A member that cannot be reached passes the request to the next one; a commit
+    whose answer was lost is recognised by its token, never applied twice.
+    """
+
+    def __init__(
+        self,
+        config: EtcdState,
+        *,
+        lock_ttl: int = LOCK_TTL,
+        lock_wait: float = LOCK_WAIT,
+        operation_ttl: int = OPERATION_TTL,
+        retry_for: float = RETRY_FOR,
+    ) -> None:
+        self.config = config
+        self.prefix = config.prefix
+        self.name = str(config)
+        self.lock_ttl, self.lock_wait, self.operation_ttl = lock_ttl, lock_wait, operation_ttl
+        self.etcd = _connection(config, retry_for)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        with _not_nested(self.name), self._locked() as token:
+            state = self._read()
+            tx = Transaction(state.data(), True, state.found, state.operations)
+            yield tx
+            if tx.changed:
+                self._commit(state, _records(tx._storage.data), token)
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[Transaction]:
+        with _not_nested(self.name):
+            state = self._read()
+            yield Transaction(state.data(), False, state.found, state.operations)
+
+    def hold_operation(self, event_id: str) -> None:
+        key = self.prefix + OPERATIONS + event_id
+        _HELD_OPERATIONS[(self.name, event_id)] = _LeaseKeeper(self.etcd, self.operation_ttl, key)
+
+    def drop_operation(self, event_id: str) -> None:
+        keeper = _HELD_OPERATIONS.pop((self.name, event_id), None)
+        if keeper is not None:
+            keeper.stop()
+
+    # --- internals -----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[str]:
+        """Hold the state lock; yields the token the lock key holds while it is ours."""
+        token = uuid.uuid4().hex
+        keeper = _LeaseKeeper(self.etcd, self.lock_ttl)
+        try:
+            key = _b64(self.prefix + LOCK_KEY)
+            txn = {
+                "compare": [{"key": key, "target": "CREATE", "result": "EQUAL", "create_revision": 0}],
+                "success": [{"request_put": {"key": key, "value": _b64(token), "lease": keeper.lease}}],
+                "failure": [{"request_range": {"key": key}}],
+            }  # fmt: skip
+            deadline = time.monotonic() + self.lock_wait
+            delay = 0.002
+            while True:
+                answer = self.etcd.post("/kv/txn", txn)
+                # A retried request may find the lock its lost first answer gave us.
+                if answer.get("succeeded") or _range_value(answer, 0) == token:
+                    break
+                if time.monotonic() > deadline:
+                    raise StateError(
+                        f"the state lock {self.prefix}{LOCK_KEY} is still held by another "
+                        f"transaction after {self.lock_wait:.0f} s (a dead holder's lock "
+                        f"frees itself within {self.lock_ttl} s)"
+                    )
+                time.sleep(delay * (0.5 + random.random()))  # back off, not in lockstep
+                delay = min(delay * 2, 0.05)
+            yield token
+        finally:
+            keeper.stop()  # revoking the lease deletes the lock key
+
+    def _read(self) -> _EtcdState:
+        prefix = self.prefix.encode()
+        answer = self.etcd.post(
+            "/kv/range", {"key": _b64(prefix), "range_end": _b64(_prefix_end(prefix))}
+        )
+        state = _EtcdState(int(answer["header"]["revision"]))
+        for kv in answer.get("kvs", []):
+            key = base64.b64decode(kv["key"]).decode()[len(self.prefix) :]
+            if key.startswith(OPERATIONS):
+                state.operations.add(key[len(OPERATIONS) :])
+            elif _table_of(key) is not None:
+                raw = base64.b64decode(kv.get("value", ""))
+                try:
+                    doc = json.loads(raw)
+                except (UnicodeDecodeError, json.JSONDecodeError):
+                    doc = None
+                if not isinstance(doc, dict):
+                    raise StateError(
+                        f"the state in {self.name} is corrupt (key {self.prefix}{key} does not "
+                        "hold a JSON object); restore it from a backup"
+                    )
+                state.records[key] = _Record(
+                    doc, int(kv["mod_revision"]), int(kv["create_revision"])
+                )
+        return state
+
+    def _commit(self, state: _EtcdState, records: dict[str, dict[str, Any]], token: str) -> None:
+        compare = [_compare_value(self.prefix + LOCK_KEY, token)]
+        success = []
+        for key, doc in records.items():
+            old = state.records.get(key)
+            if old is not None and old.doc == doc:
+                continue
+            compare.append(_compare_revision(self.prefix + key, old))
+            payload = json.dumps(doc, separators=(",", ":"), sort_keys=True)
+            success.append(
+                {"request_put": {"key": _b64(self.prefix + key), "value": _b64(payload)}}
+            )
+        for key in state.records.keys() - records.keys():
+            compare.append(_compare_revision(self.prefix + key, state.records[key]))
+            success.append({"request_delete_range": {"key": _b64(self.prefix + key)}})
+        if not success:
+            return
+        commit_key = _b64(self.prefix + COMMIT_KEY)
+        success.append({"request_put": {"key": commit_key, "value": _b64(token)}})
+        failure = [
+            {"request_range": {"key": _b64(self.prefix + LOCK_KEY)}},
+            {"request_range": {"key": commit_key}},
+        ]
+        answer = self.etcd.post(
+            "/kv/txn", {"compare": compare, "success": success, "failure": failure}
+        )
+        if answer.get("succeeded") or _range_value(answer, 1) == token:
+            return  # (the second: a retried commit whose first answer was lost)
+        if _range_value(answer, 0) != token:
+            raise StateError(
+                f"the state lock of {self.name} was lost before the commit (its lease expired: "
+                "etcd unreachable or the transaction too long); nothing was written"
+            )
+        raise StateError(
+            f"the state in {self.name} changed under a transaction that held its lock; "
+            "nothing was written"
+        )
+
+    def _load_all(self) -> dict[str, dict[str, Any]]:
+        """Every record key -> document (migrate compares them)."""
+        return {key: record.doc for key, record in self._read().records.items()}
+
+
+def open_store(settings: Settings) -> Store:
+    """The state store of the settings' cloud: etcd when its `state:` names it, else the
+    TinyDB file."""
+    if settings.state_etcd is not None:
+        return EtcdStore(settings.state_etcd)
+    return StateStore(settings.state_path)  # type: ignore[arg-type]
+
+
+@dataclass
+class _Record:
+    doc: dict[str, Any]
+    mod_revision: int
+    create_revision: int
+
+
+@dataclass
+class _EtcdState:
+    """The prefix as read at one revision."""
+
+    revision: int
+    records: dict[str, _Record] = field(default_factory=dict)  # key (no prefix) -> record
+    operations: set[str] = field(default_factory=set)  # event ids holding their lease
+
+    @property
+    def found(self) -> bool:
+        return bool(self.records)
+
+    def data(self) -> dict[str, Any]:
+        """The records in the TinyDB layout ({table: {doc id: document}}), in creation order."""
+        data: dict[str, dict[str, Any]] = {}
+        ordered = sorted(self.records.items(), key=lambda kv: (kv[1].create_revision, kv[0]))
+        for key, record in ordered:
+            table = data.setdefault(_table_of(key), {})  # type: ignore[arg-type]
+            table[str(len(table) + 1)] = copy.deepcopy(record.doc)
+        return data
+
+
+def _records(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The TinyDB layout as etcd keys (without the prefix) -> documents."""
+    records = {}
+    for table, docs in data.items():
+        for doc in docs.values():
+            key = _record_key(table, doc)
+            if key in records:
+                raise StateError(f"{table}: two records are {key}")
+            records[key] = doc
+    return records
+
+
+def _record_key(table: str, doc: dict[str, Any]) -> str:
+    if table == IDENTITY:
+        return "cloud"
+    try:
+        if table == ALLOCATIONS:
+            return f"a/{_quote(doc['pool'])}/{_quote(doc['value'])}"
+        return f"t/{_quote(table)}/{_quote(doc['id'])}"
+    except KeyError as exc:
+        raise StateError(f"{table}: a record lacks {exc}: {doc!r}") from None
+
+
+def _table_of(key: str) -> str | None:
+    """The table a key (without the prefix) belongs to; None for the lock and the like."""
+    if key == "cloud":
+        return IDENTITY
+    if key.startswith("a/"):
+        return ALLOCATIONS
+    if key.startswith("t/") and key.count("/") == 2:
+        return urllib.parse.unquote(key.split("/")[1])
+    return None
+
+
+def _quote(value: Any) -> str:
+    return urllib.parse.quote(str(value), safe=":@")
+
+
+def _b64(value: str | bytes) -> str:
+    return base64.b64encode(value.encode() if isinstance(value, str) else value).decode()
+
+
+def _prefix_end(prefix: bytes) -> bytes:
+    """The end of the key range of every key starting with `prefix` (a "/"-ended one)."""
+    return prefix[:-1] + bytes([prefix[-1] + 1])
+
+
+def _compare_revision(key: str, record: _Record | None) -> dict[str, Any]:
+    if record is None:
+        return {"key": _b64(key), "target": "CREATE", "result": "EQUAL", "create_revision": 0}
+    return {
+        "key": _b64(key),
+        "target": "MOD",
+        "result": "EQUAL",
+        "mod_revision": record.mod_revision,
+    }
+
+
+def _compare_value(key: str, value: str) -> dict[str, Any]:
+    return {"key": _b64(key), "target": "VALUE", "result": "EQUAL", "value": _b64(value)}
+
+
+def _range_value(answer: dict[str, Any], index: int) -> str | None:
+    """The value the `index`th range of a failed etcd transaction found (None: no key)."""
+    kvs = answer["responses"][index]["response_range"].get("kvs") or []
+    return base64.b64decode(kvs[0].get("value", "")).decode() if kvs else None
+
+
+class _Etcd:
+    """Requests to an etcd cluster, one member at a time (an etcd3gw client talks to one):
+    a member that cannot be reached, or that cannot answer (no leader during an election),
+    passes the request to the next one, round after round until `retry_for` seconds."""
+
+    def __init__(self, config: EtcdState, retry_for: float) -> None:
+        self.config = config
+        self.retry_for = retry_for
+        self.clients = [_client(url, config) for url in config.endpoints]
+        self.current = 0
+
+    def post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        deadline = time.monotonic() + self.retry_for
+        delay = 0.05
+        while True:
+            reasons = []
+            for _ in self.clients:
+                index = self.current
+                client = self.clients[index]
+                try:
+                    return client.post(client.get_url(path), json=payload)
+                except (
+                    etcd_errors.ConnectionFailedError,
+                    etcd_errors.ConnectionTimeoutError,
+                ) as exc:
+                    reasons.append(_reason(exc))
+                    self.current = (index + 1) % len(self.clients)
+                except etcd_errors.Etcd3Exception as exc:
+                    raise StateError(
+                        f"etcd at {self.config.endpoints[index]} refused a request on "
+                        f"{self.config.prefix}: {_reason(exc)}"
+                    ) from None
+            tried = ", ".join(self.config.endpoints)
+            if all(r.startswith("[SSL") for r in reasons):  # does not pass by itself
+                raise StateError(
+                    f"etcd refused TLS (tried {tried}; check the state's ca_file, cert_file "
+                    f"and key_file): {reasons[-1]}"
+                )
+            if time.monotonic() > deadline:
+                raise StateError(
+                    f"etcd unreachable (tried {tried} for {self.retry_for:.0f} s): {reasons[-1]}"
+                )
+            time.sleep(delay)  # every member failed: a new round after a pause
+            delay = min(delay * 2, 1.0)
+
+
+def _client(url: str, config: EtcdState) -> etcd3gw.Etcd3Client:
+    # Our own session: with the environment trusted, $REQUESTS_CA_BUNDLE would replace the
+    # cloud's CA and $HTTPS_PROXY would carry the state through a proxy.
+    session = requests.Session()
+    session.trust_env = False
+    if config.ca_file:
+        session.verify = config.ca_file
+    if config.cert_file and config.key_file:
+        session.cert = (config.cert_file, config.key_file)
+    parts = urllib.parse.urlsplit(url)
+    return etcd3gw.Etcd3Client(
+        host=parts.hostname or "", port=parts.port or 2379, protocol=parts.scheme,
+        timeout=REQUEST_TIMEOUT, api_path="/v3/", session=session,
+    )  # fmt: skip
+
+
+def _reason(exc: etcd_errors.Etcd3Exception) -> str:
+    """The gist of an etcd3gw error: etcd's own message, or the socket/TLS error."""
+    text = str(exc.detail_text or exc)
+    if text.startswith("{"):
+        with contextlib.suppress(ValueError, AttributeError):
+            return str(json.loads(text).get("message") or text)
+    found = re.search(r"\[Errno -?\d+\] [^'\")]*|\[SSL[^'\"]*|Read timed out|timed out", text)
+    return found.group(0).strip() if found else text[:200]
+
+
+_CONNECTIONS: dict[tuple[int, EtcdState, float], _Etcd] = {}
+
+
+def _connection(config: EtcdState, retry_for: float) -> _Etcd:
+    """One connection per process (a forked API worker makes its own) and cluster."""
+    key = (os.getpid(), config, retry_for)
+    if key not in _CONNECTIONS:
+        _CONNECTIONS[key] = _Etcd(config, retry_for)
+    return _CONNECTIONS[key]
+
+
+class _LeaseKeeper:
+    """An etcd lease kept alive by a thread until stop(), which revokes it (its keys go).
+    With a key, the key lives on the lease; if the lease is lost anyway (etcd unreachable
+    longer than its TTL), a new lease takes the key back."""
+
+    def __init__(self, etcd: _Etcd, ttl: int, key: str | None = None) -> None:
+        self.etcd, self.ttl, self.key = etcd, ttl, key
+        self.lease = self._grant()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._keep, daemon=True, name="etcd-lease")
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join()
+        with contextlib.suppress(StateError):  # unreachable: the lease expires by itself
+            self.etcd.post("/kv/lease/revoke", {"ID": self.lease})
+
+    def _grant(self) -> str:
+        lease = str(self.etcd.post("/lease/grant", {"TTL": self.ttl, "ID": 0})["ID"])
+        if self.key is not None:
+            self.etcd.post("/kv/put", {"key": _b64(self.key), "value": "", "lease": lease})
+        return lease
+
+    def _keep(self) -> None:
+        while not self._stopped.wait(self.ttl / 3):
+            with contextlib.suppress(StateError):  # the next round tries again
+                answer = self.etcd.post("/lease/keepalive", {"ID": self.lease})
+                if int(answer.get("result", {}).get("TTL", 0)) <= 0 and self.key is not None:
+                    self.lease = self._grant()
+
+
+_HELD_OPERATIONS: dict[tuple[str, str], _LeaseKeeper] = {}
+
+
+# --- moving a state file into etcd (a single CLC becomes a pair) -------------------------
+
+
+@dataclass
+class Migration:
+    """What `migrate` did."""
+
+    cloud_id: str
+    tables: dict[str, int]  # records per table
+    allocations: int  # allocated pool values
+    moved_to: Path  # the file's new name
+
+
+def migrate(source: StateStore, target: EtcdStore) -> Migration:
+    """Copy the state file into etcd in one etcd transaction, check the copy, then rename
+    the file to <file>.migrated-<UTC time> so that nothing writes to it again. Refused
+    (StateError, nothing written) when the target already holds a state, unless it is this
+    very copy (a migration interrupted before the rename: the rename is finished). The
+    file's lock is held throughout: no transaction of the file slips in."""
+    if not source.path.is_file():
+        raise StateMissing(f"no state at {source.path} to migrate")
+    with source.transaction() as src:
+        cloud_id = src.identity()
+        if not cloud_id:
+            src.check_identity(source.name, "")  # raises: the file records no cloud
+        records = _records(src._storage.data)
+        with target.transaction() as dst:
+            if dst.found and _records(dst._storage.data) != records:
+                raise StateError(_occupied(target, dst.identity(), cloud_id, source.path))
+            dst._storage.write(copy.deepcopy(src._storage.data))  # commits every key
+        copied = target._load_all()
+        if copied != records:
+            differ = len(copied.keys() ^ records.keys()) + sum(
+                copied[k] != records[k] for k in copied.keys() & records.keys()
+            )
+            raise StateError(
+                f"the copy in {target.name} differs from {source.path} in {differ} records; "
+                "the file stays the state"
+            )
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        moved_to = source.path.with_name(f"{source.path.name}.migrated-{stamp}")
+        try:
+            os.replace(source.path, moved_to)
+        except OSError as exc:
+            raise StateError(f"cannot rename {source.path}: {exc.strerror}") from exc
+    tables: dict[str, int] = {}
+    for key in records:
+        table = _table_of(key)
+        if table not in (IDENTITY, ALLOCATIONS):
+            tables[table] = tables.get(table, 0) + 1  # type: ignore[index]
+    allocations = sum(_table_of(key) == ALLOCATIONS for key in records)
+    return Migration(cloud_id, dict(sorted(tables.items())), allocations, moved_to)
+
+
+def _occupied(target: EtcdStore, holder: str, cloud_id: str, path: Path) -> str:
+    if not holder:
+        return f"{target.name} already holds records of no cloud: nothing was written"
+    if holder != cloud_id:
+        return (
+            f"{target.name} already holds the state of cloud {holder}, not of this cloud "
+            f"{cloud_id}: nothing was written"
+        )
+    return (
+        f"{target.name} already holds a state of this cloud {cloud_id} that differs from "
+        f"{path} (migrated before?): nothing was written; move the file away to keep etcd's"
+    )
+
+
 _HELD = threading.local()
 
 
-def _held_paths() -> set[Path]:
-    """State files whose lock the current thread holds (flock would wait for itself)."""
-    if not hasattr(_HELD, "paths"):
-        _HELD.paths = set()
-    return _HELD.paths
+@contextlib.contextmanager
+def _not_nested(name: str) -> Iterator[None]:
+    """Refuse a transaction or snapshot of a store inside another one of the same store in
+    the same thread: its lock would wait for itself (both backends refuse it alike)."""
+    if not hasattr(_HELD, "names"):
+        _HELD.names = set()
+    if name in _HELD.names:
+        raise StateError(f"{name}: nested transaction or snapshot in one thread")
+    _HELD.names.add(name)
+    try:
+        yield
+    finally:
+        _HELD.names.discard(name)
 
 
 def _jsonable(doc: dict[str, Any], table: str) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any
 
 from cloudctl.errors import InputError, NotFound
 from cloudctl.identity import visible
-from cloudctl.state import StateStore, Transaction
+from cloudctl.state import Store, Transaction
 
 MAX_TAGS = 50
 # id prefix -> (table, EC2's resource type)
@@ -56,7 +56,7 @@ def validate(tags: Mapping[str, str | None]) -> None:
 
 
 class Tags:
-    def __init__(self, store: StateStore) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
 
     def create(self, resource_ids: Iterable[str], tags: Mapping[str, str]) -> None:

@@ -25,7 +25,7 @@ from cloudctl.api.request import ApiRequest, headers_of, raw_path, region_of
 from cloudctl.cloudconfig import CloudConfig
 from cloudctl.config import Settings
 from cloudctl.services import CloudService
-from cloudctl.state import StateStore
+from cloudctl.state import open_store
 
 log = logging.getLogger("cloudctl.api")
 
@@ -48,7 +48,7 @@ class Api:
         max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
         self.settings = settings
-        self.store = StateStore(settings.state_path)
+        self.store = open_store(settings)
         self.authenticate = authenticate or identity.Identity(self.store).authenticate
         self.max_body_bytes = max_body_bytes
         self.actions = actions.load()

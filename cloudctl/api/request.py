@@ -11,7 +11,7 @@ from cloudctl.cloudconfig import CloudConfig
 from cloudctl.config import Settings
 from cloudctl.identity import Principal
 from cloudctl.services import CloudService
-from cloudctl.state import StateStore
+from cloudctl.state import Store
 
 S = TypeVar("S", bound=CloudService)
 DEFAULT_REGION = "eucalyptus"  # Eucalyptus's one region, unless the configuration names one
@@ -23,7 +23,7 @@ class ApiRequest:
     params: Params
     principal: Principal
     settings: Settings
-    store: StateStore
+    store: Store
     request_id: str
     endpoint: str  # the URL the client reached the service at
     _config: CloudConfig | None = field(default=None, repr=False)

@@ -48,7 +48,7 @@ from cloudctl.api.walrus_upstream import (
 from cloudctl.buckets import Buckets, BucketTaken, KeyBusy
 from cloudctl.cloudconfig import CloudConfig
 from cloudctl.errors import ConfigError
-from cloudctl.state import StateStore
+from cloudctl.state import Store
 
 log = logging.getLogger("cloudctl.api")
 
@@ -214,7 +214,7 @@ class Gateway:
     """The S3 side of the API service (a WSGI application)."""
 
     def __init__(
-        self, store: StateStore, authenticate: Authenticate, config: Callable[[], CloudConfig]
+        self, store: Store, authenticate: Authenticate, config: Callable[[], CloudConfig]
     ) -> None:
         self.buckets = Buckets(store)
         self.authenticate = authenticate

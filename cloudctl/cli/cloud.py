@@ -9,8 +9,18 @@ import click
 from cloudctl.cli.common import CliContext, output_option, pass_context
 from cloudctl.cli.output import output_result
 from cloudctl.cloudconfig import get_config
-from cloudctl.config import NamedCloud, add_cloud, clouds_file, load_clouds, remove_cloud
-from cloudctl.state import StateStore
+from cloudctl.config import (
+    NamedCloud,
+    add_cloud,
+    clouds_file,
+    load_clouds,
+    parse_state,
+    remove_cloud,
+)
+from cloudctl.errors import ConfigError
+from cloudctl.state import EtcdStore, StateStore, migrate, open_store
+
+_FILE = click.Path(exists=True, dir_okay=False)
 
 
 @click.group()
@@ -88,8 +98,8 @@ def state() -> None:
 def show(obj: CliContext, output: str | None) -> None:
     """Where the state is, the cloud it records, and how many records each table holds."""
     settings = obj.settings  # refuses a missing or foreign state
-    with StateStore(settings.state_path).snapshot() as snap:
-        row = {"path": str(settings.state_path), "cloud_id": snap.identity()}
+    with open_store(settings).snapshot() as snap:
+        row = {"path": settings.state_location, "cloud_id": snap.identity()}
         row |= {table: len(snap.table(table)) for table in sorted(snap.tables())}
     output_result([row], obj.output_format(output), list(row))
 
@@ -102,6 +112,56 @@ def init(obj: CliContext) -> None:
     `cloudctl deploy` does this by itself."""
     settings = obj.resolve()
     config = get_config(settings)
-    written = StateStore(settings.state_path).initialize(config.cloud_id, config.cloud_name)
+    written = open_store(settings).initialize(config.cloud_id, config.cloud_name)
     verb = "now records" if written else "already records"
-    click.echo(f"state {settings.state_path} {verb} cloud {config.cloud_id} ({config.cloud_name})")
+    click.echo(
+        f"state {settings.state_location} {verb} cloud {config.cloud_id} ({config.cloud_name})"
+    )
+
+
+@state.command("migrate")
+@click.option(
+    "--endpoints", default=None,
+    help="The etcd members' client URLs, comma-separated (default: cloud.yml's state:).",
+)  # fmt: skip
+@click.option("--prefix", default=None, help="Key prefix (default: /cloudctl/CLOUD_ID/).")
+@click.option("--ca-file", type=_FILE, default=None, help="CA of the members' certificates.")
+@click.option("--cert-file", type=_FILE, default=None, help="Client certificate.")
+@click.option("--key-file", type=_FILE, default=None, help="The client certificate's key.")
+@pass_context
+def migrate_(
+    obj: CliContext,
+    endpoints: str | None,
+    prefix: str | None,
+    ca_file: str | None,
+    cert_file: str | None,
+    key_file: str | None,
+) -> None:
+    """Copy the state file into etcd (a single CLC becomes a pair), check the copy, and
+    rename the file to FILE.migrated-TIME. Without options, etcd is the one cloud.yml's
+    state: names. Refused when etcd already holds a state; nothing to do when the file is
+    gone (migrated already)."""
+    settings = obj.resolve()  # the etcd state does not exist yet: nothing to check
+    source = StateStore(settings.state_path)  # type: ignore[arg-type]
+    if not source.path.is_file():
+        click.echo(f"nothing to migrate: there is no state file at {source.path}")
+        return
+    if endpoints is not None:
+        with source.snapshot() as snap:
+            cloud_id = snap.identity()  # the default prefix names it
+        spec = {"backend": "etcd", "endpoints": endpoints, "prefix": prefix,
+                "ca_file": ca_file, "cert_file": cert_file, "key_file": key_file}  # fmt: skip
+        config = parse_state(spec, "state migrate", cloud_id)
+    else:
+        config = settings.state_etcd
+    if config is None:
+        raise ConfigError(
+            "no etcd to migrate to: give --endpoints, or name it in cloud.yml's state:"
+        )
+    done = migrate(source, EtcdStore(config))
+    counts = ", ".join(f"{table} {n}" for table, n in done.tables.items()) or "no records"
+    click.echo(
+        f"migrated the state of cloud {done.cloud_id} from {source.path} to {config}: "
+        f"{counts}; {done.allocations} allocated values"
+    )
+    click.echo(f"the file is now {done.moved_to}")

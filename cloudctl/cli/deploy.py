@@ -45,4 +45,4 @@ def deploy(
             click.echo("Check mode: nothing was changed.", err=True)
     result.raise_for_failures()
     if not check and deploy_service.record_cloud(settings):
-        click.echo(f"State {settings.state_path} records this cloud.", err=True)
+        click.echo(f"State {settings.state_location} records this cloud.", err=True)

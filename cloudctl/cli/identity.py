@@ -13,7 +13,7 @@ from cloudctl.cloudconfig import get_config
 from cloudctl.errors import InputError
 from cloudctl.identity import Identity, parse_principal
 from cloudctl.quotas import KEYS, Quotas
-from cloudctl.state import StateStore
+from cloudctl.state import open_store
 
 ACCOUNT_COLUMNS = ["name", "number", "created"]
 USER_COLUMNS = ["account", "name", "created"]
@@ -21,7 +21,7 @@ KEY_COLUMNS = ["access_key_id", "account", "user", "status", "created"]
 
 
 def _identity(obj: CliContext) -> Identity:
-    return Identity(StateStore(obj.settings.state_path))
+    return Identity(open_store(obj.settings))
 
 
 @click.group()
@@ -206,7 +206,7 @@ def quota_set(obj: CliContext, target: str, key_name: str, limit: str) -> None:
             value = int(limit)
         except ValueError:
             raise InputError(f"bad limit {limit!r}: a whole number or `none`") from None
-    Quotas(StateStore(obj.settings.state_path)).set(target, key_name, value)
+    Quotas(open_store(obj.settings)).set(target, key_name, value)
     click.echo(f"{key_name} of {target}: {limit}")
 
 
@@ -216,5 +216,5 @@ def quota_set(obj: CliContext, target: str, key_name: str, limit: str) -> None:
 @pass_context
 def quota_show(obj: CliContext, target: str, output: str | None) -> None:
     """Every quota key of an account or user with its limit and what is in use."""
-    rows = Quotas(StateStore(obj.settings.state_path)).show(target)
+    rows = Quotas(open_store(obj.settings)).show(target)
     output_result(rows, obj.output_format(output), ["key", "limit", "used"])

@@ -12,7 +12,7 @@ from cloudctl.cli.common import CliContext, output_option, pass_context, stdout_
 from cloudctl.cli.output import output_result
 from cloudctl.cloudconfig import get_config
 from cloudctl.images import KINDS, Images
-from cloudctl.state import StateStore
+from cloudctl.state import open_store
 
 LIST_COLUMNS = ["id", "name", "kind", "format", "size", "kernel_id", "ramdisk_id", "state"]
 SHOW_COLUMNS = [
@@ -23,7 +23,7 @@ REGISTER_COLUMNS = ["kind", "id", "file", "size", "object", "record"]
 
 
 def _service(obj: CliContext, s3: bool = False) -> Images:
-    store = StateStore(obj.settings.state_path)
+    store = open_store(obj.settings)
     if not s3:
         return Images(store)
     config = get_config(obj.settings)

@@ -11,14 +11,14 @@ from cloudctl.cli.common import CliContext, output_option, pass_context
 from cloudctl.cli.output import output_result
 from cloudctl.errors import CloudError, InputError, error_lines
 from cloudctl.keypairs import KeyPairs
-from cloudctl.state import StateStore
+from cloudctl.state import open_store
 
 LIST_COLUMNS = ["name", "type", "fingerprint", "created", "account"]
 SHOW_COLUMNS = ["name", "type", "fingerprint", "account", "user", "created", "public_key"]
 
 
 def _service(obj: CliContext) -> KeyPairs:
-    return KeyPairs(StateStore(obj.settings.state_path))
+    return KeyPairs(open_store(obj.settings))
 
 
 @click.group()

@@ -7,12 +7,12 @@ import click
 from cloudctl.cli.common import CliContext, output_option, pass_context
 from cloudctl.cli.output import output_result
 from cloudctl.errors import InputError
-from cloudctl.state import StateStore
+from cloudctl.state import open_store
 from cloudctl.tags import Tags
 
 
 def _service(obj: CliContext) -> Tags:
-    return Tags(StateStore(obj.settings.state_path))
+    return Tags(open_store(obj.settings))
 
 
 def _pairs(texts: tuple[str, ...], value_required: bool) -> dict[str, str | None]:

@@ -122,6 +122,11 @@ REFUSED_ID = {  # ids and references: looked up, never found
     ("api", "serve", "bind"): "api serve --bind {C}",
     ("api", "serve", "certfile"): "api serve --bind 127.0.0.1:1 --certfile {C} --keyfile {F}",
     ("api", "serve", "keyfile"): "api serve --bind 127.0.0.1:1 --certfile {F} --keyfile {C}",
+    ("state", "migrate", "endpoints"): "state migrate --endpoints {C}",
+    ("state", "migrate", "prefix"): "state migrate --endpoints http://127.0.0.1:9 --prefix {C}",
+    ("state", "migrate", "ca_file"): "state migrate --endpoints http://127.0.0.1:9 --ca-file {C}",
+    ("state", "migrate", "cert_file"): "state migrate --endpoints http://127.0.0.1:9 --cert-file {C} --key-file {F}",
+    ("state", "migrate", "key_file"): "state migrate --endpoints http://127.0.0.1:9 --cert-file {F} --key-file {C}",
 }  # fmt: skip
 FILTERS = {  # patterns and filters: they select nothing, keep nothing
     ("deploy", "limit"): "deploy --check --limit {C}",
