@@ -22,7 +22,7 @@ ZONE = {"subnet": "172.31.0.0/24", "bridge": "cloudbr0", "public_interface": ""}
 
 def ansible(cmd: str, *args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [str(BIN / cmd), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=300
+        [str(BIN / cmd), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=300, check=False
     )
 
 

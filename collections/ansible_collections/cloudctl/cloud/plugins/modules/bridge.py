@@ -159,7 +159,11 @@ commands:
 import ipaddress
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.cloudctl.cloud.plugins.module_utils.cloud_net import IpRoute, ifname_problem, interface_key
+from ansible_collections.cloudctl.cloud.plugins.module_utils.cloud_net import (
+    IpRoute,
+    ifname_problem,
+    interface_key,
+)
 
 # Kernel BR_MIN/MAX_FORWARD_DELAY, enforced while STP runs.
 STP_MIN_FD = 2

@@ -92,7 +92,10 @@ import re
 import xml.etree.ElementTree as ET
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible_collections.cloudctl.cloud.plugins.module_utils.cloud_role_config import RoleConfigError, read_role_config
+from ansible_collections.cloudctl.cloud.plugins.module_utils.cloud_role_config import (
+    RoleConfigError,
+    read_role_config,
+)
 
 try:
     import libvirt

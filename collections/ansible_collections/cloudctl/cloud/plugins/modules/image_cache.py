@@ -133,7 +133,10 @@ import urllib.error
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.urls import open_url
-from ansible_collections.cloudctl.cloud.plugins.module_utils.cloud_role_config import RoleConfigError, read_role_config
+from ansible_collections.cloudctl.cloud.plugins.module_utils.cloud_role_config import (
+    RoleConfigError,
+    read_role_config,
+)
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 CHUNK = 1 << 20

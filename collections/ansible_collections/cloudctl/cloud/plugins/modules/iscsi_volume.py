@@ -172,10 +172,13 @@ import urllib.error
 import urllib.parse
 import zlib
 
-from ansible_collections.cloudctl.cloud.plugins.module_utils import tgt_ipc as ipc
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.urls import open_url
-from ansible_collections.cloudctl.cloud.plugins.module_utils.cloud_role_config import RoleConfigError, read_role_config
+from ansible_collections.cloudctl.cloud.plugins.module_utils import tgt_ipc as ipc
+from ansible_collections.cloudctl.cloud.plugins.module_utils.cloud_role_config import (
+    RoleConfigError,
+    read_role_config,
+)
 
 GIB = 1 << 30
 LUN = 1

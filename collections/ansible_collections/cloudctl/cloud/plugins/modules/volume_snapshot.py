@@ -120,7 +120,10 @@ import zlib
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.urls import open_url
-from ansible_collections.cloudctl.cloud.plugins.module_utils.cloud_role_config import RoleConfigError, read_role_config
+from ansible_collections.cloudctl.cloud.plugins.module_utils.cloud_role_config import (
+    RoleConfigError,
+    read_role_config,
+)
 
 MIB = 1 << 20
 BLOCK = MIB  # read size, and the unit of the all-zero shortcut
