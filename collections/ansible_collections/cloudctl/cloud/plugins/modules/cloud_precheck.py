@@ -279,7 +279,8 @@ def check_ha(
         for host in members:
             check_targets(host, (hosts.get(host) or {}).get("cloud_arbitrator_targets"), errors)
         check_probes(name, members, hosts, errors, warnings)
-    return errors, warnings, pairs
+    # A host in several pairs (clc, walrus and cc on the same two hosts) is told once.
+    return list(dict.fromkeys(errors)), list(dict.fromkeys(warnings)), pairs
 
 
 def check_vip(
@@ -365,14 +366,14 @@ def check_probes(
         if failed and len(failed) == len(probes):
             warnings.append(
                 f"host {host} reaches none of its arbitrator targets ({', '.join(failed)}): "
-                f"it cannot hold the addresses of the {name} pair until one answers"
+                "it cannot hold the virtual addresses of its pairs until one answers"
             )
         elif failed:
             warnings.append(f"host {host} does not reach arbitrator target {', '.join(failed)}")
     for target, reached in reached_by.items():
         if not reached:
             errors.append(
-                f"arbitrator target {target} of the {name} pair answers none of its hosts "
+                f"arbitrator target {target} answers none of the pair hosts that probe it "
                 f"({', '.join(members)}): a typo or a firewall? A target no host reaches never "
                 "arbitrates"
             )
