@@ -514,16 +514,18 @@ class EtcdStore(Store):
         self,
         config: EtcdState,
         *,
-        lock_ttl: int = LOCK_TTL,
-        lock_wait: float = LOCK_WAIT,
-        operation_ttl: int = OPERATION_TTL,
-        retry_for: float = RETRY_FOR,
+        lock_ttl: int | None = None,
+        lock_wait: float | None = None,
+        operation_ttl: int | None = None,
+        retry_for: float | None = None,
     ) -> None:
         self.config = config
         self.prefix = config.prefix
         self.name = str(config)
-        self.lock_ttl, self.lock_wait, self.operation_ttl = lock_ttl, lock_wait, operation_ttl
-        self.etcd = _connection(config, retry_for)
+        self.lock_ttl = lock_ttl or LOCK_TTL
+        self.lock_wait = lock_wait or LOCK_WAIT
+        self.operation_ttl = operation_ttl or OPERATION_TTL
+        self.etcd = _connection(config, retry_for or RETRY_FOR)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Transaction]:
