@@ -85,6 +85,14 @@ class ForeignState(StateError):
     """The state describes another cloud (or records no cloud at all)."""
 
 
+class EtcdRefused(StateError):
+    """etcd answered a request with an error (not: could not be reached)."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
@@ -494,17 +502,19 @@ class EtcdStore(Store):
         <prefix>cloud                   the identity document (_cloud)
         <prefix>t/<table>/<record id>   one record
         <prefix>a/<pool>/<value>        one allocated value (_allocations)
-        <prefix>lock                    the transaction lock, attached to its holder's lease
+        <prefix>lock                    the transaction lock, on its holder's lease
         <prefix>txn                     the token of the last committed transaction
-        <prefix>ops/<event id>          a running operation, attached to its process's lease
+        <prefix>ops/<event id>          a running operation, on its process's lease
 
-    A transaction takes the lock (a key created only if absent, on a lease kept alive while
-    the transaction lasts: a dead holder's lock frees itself when its lease expires), reads
-    the prefix at one revision into the same in-memory layout as the TinyDB file, runs the
-    block on it, and commits only the keys that changed in one etcd transaction. The commit
-    compares the mod revision of every changed key with what was read (create revision 0 for
-    new ones) and that the lock is still this transaction's: a failed compare is a
-    StateError, nothing is written. Snapshots read the prefix at one revision, without the
+    Each cloudctl process holds one lease that a thread keeps alive (a session, as etcd's
+    own lock recipe): the lock and the keys of its running operations live on it, so they
+    go when the process or its host dies, within the lease's TTL. A transaction takes the
+    lock (a key created only if absent), reads the prefix at one revision into the same
+    in-memory layout as the TinyDB file, runs the block on it, and commits only the keys
+    that changed in one etcd transaction, which also releases the lock. The commit compares
+    the mod revision of every changed key with what was read (create revision 0 for new
+    ones) and that the lock is still this transaction's: a failed compare is a StateError,
+    nothing is written. Snapshots read the prefix at one revision, without the
     lock. Records of a table come back in creation order (those created by one transaction
     by key). A member that cannot be reached passes the request to the next one; a commit
     whose answer was lost is recognised by its token, never applied twice.
@@ -529,12 +539,12 @@ class EtcdStore(Store):
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Transaction]:
-        with _not_nested(self.name), self._locked() as token:
+        with _not_nested(self.name), self._locked() as lock:
             state = self._read()
             tx = Transaction(state.data(), True, state.found, state.operations)
             yield tx
             if tx.changed:
-                self._commit(state, _records(tx._storage.data), token)
+                lock.released = self._commit(state, _records(tx._storage.data), lock.token)
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[Transaction]:
@@ -543,46 +553,54 @@ class EtcdStore(Store):
             yield Transaction(state.data(), False, state.found, state.operations)
 
     def hold_operation(self, event_id: str) -> None:
-        key = self.prefix + OPERATIONS + event_id
-        _HELD_OPERATIONS[(self.name, event_id)] = _LeaseKeeper(self.etcd, self.operation_ttl, key)
+        _session(self.etcd, self.operation_ttl).put(self.prefix + OPERATIONS + event_id)
 
     def drop_operation(self, event_id: str) -> None:
-        keeper = _HELD_OPERATIONS.pop((self.name, event_id), None)
-        if keeper is not None:
-            keeper.stop()
+        _session(self.etcd, self.operation_ttl).delete(self.prefix + OPERATIONS + event_id)
 
     # --- internals -----------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[str]:
-        """Hold the state lock; yields the token the lock key holds while it is ours."""
-        token = uuid.uuid4().hex
-        keeper = _LeaseKeeper(self.etcd, self.lock_ttl)
-        try:
-            key = _b64(self.prefix + LOCK_KEY)
+    def _locked(self) -> Iterator[_Lock]:
+        """Hold the state lock (its key holds our token while it is ours)."""
+        session = _session(self.etcd, self.lock_ttl)
+        lock = _Lock(uuid.uuid4().hex)
+        key = _b64(self.prefix + LOCK_KEY)
+        deadline = time.monotonic() + self.lock_wait
+        delay = 0.002
+        while True:
+            lease = session.lease
             txn = {
                 "compare": [{"key": key, "target": "CREATE", "result": "EQUAL", "create_revision": 0}],
-                "success": [{"request_put": {"key": key, "value": _b64(token), "lease": keeper.lease}}],
+                "success": [{"request_put": {"key": key, "value": _b64(lock.token), "lease": lease}}],
                 "failure": [{"request_range": {"key": key}}],
             }  # fmt: skip
-            deadline = time.monotonic() + self.lock_wait
-            delay = 0.002
-            while True:
+            try:
                 answer = self.etcd.post("/kv/txn", txn)
-                # A retried request may find the lock its lost first answer gave us.
-                if answer.get("succeeded") or _range_value(answer, 0) == token:
-                    break
-                if time.monotonic() > deadline:
-                    raise StateError(
-                        f"the state lock {self.prefix}{LOCK_KEY} is still held by another "
-                        f"transaction after {self.lock_wait:.0f} s (a dead holder's lock "
-                        f"frees itself within {self.lock_ttl} s)"
-                    )
-                time.sleep(delay * (0.5 + random.random()))  # back off, not in lockstep
-                delay = min(delay * 2, 0.05)
-            yield token
+            except EtcdRefused as exc:
+                if "lease not found" not in exc.reason:
+                    raise
+                session.renew(lease)  # expired while etcd was out of reach
+                continue
+            # A retried request may find the lock its lost first answer gave us.
+            if answer.get("succeeded") or _range_value(answer, 0) == lock.token:
+                break
+            if time.monotonic() > deadline:
+                raise StateError(
+                    f"the state lock {self.prefix}{LOCK_KEY} is still held by another "
+                    f"transaction after {self.lock_wait:.0f} s (a dead holder's lock "
+                    f"frees itself within {self.lock_ttl} s)"
+                )
+            time.sleep(delay * (0.5 + random.random()))  # back off, not in lockstep
+            delay = min(delay * 2, 0.05)
+        try:
+            yield lock
         finally:
-            keeper.stop()  # revoking the lease deletes the lock key
+            if not lock.released:  # (a commit releases it) only if it is still ours
+                release = {"compare": [_compare_value(self.prefix + LOCK_KEY, lock.token)],
+                           "success": [{"request_delete_range": {"key": key}}]}  # fmt: skip
+                with contextlib.suppress(StateError):  # else it goes with the lease
+                    self.etcd.post("/kv/txn", release)
 
     def _read(self) -> _EtcdState:
         prefix = self.prefix.encode()
@@ -610,7 +628,9 @@ class EtcdStore(Store):
                 )
         return state
 
-    def _commit(self, state: _EtcdState, records: dict[str, dict[str, Any]], token: str) -> None:
+    def _commit(self, state: _EtcdState, records: dict[str, dict[str, Any]], token: str) -> bool:
+        """Write what changed and release the lock in one etcd transaction; False when
+        nothing changed (nothing written, the lock still held)."""
         compare = [_compare_value(self.prefix + LOCK_KEY, token)]
         success = []
         for key, doc in records.items():
@@ -626,9 +646,10 @@ class EtcdStore(Store):
             compare.append(_compare_revision(self.prefix + key, state.records[key]))
             success.append({"request_delete_range": {"key": _b64(self.prefix + key)}})
         if not success:
-            return
+            return False
         commit_key = _b64(self.prefix + COMMIT_KEY)
         success.append({"request_put": {"key": commit_key, "value": _b64(token)}})
+        success.append({"request_delete_range": {"key": _b64(self.prefix + LOCK_KEY)}})
         failure = [
             {"request_range": {"key": _b64(self.prefix + LOCK_KEY)}},
             {"request_range": {"key": commit_key}},
@@ -637,7 +658,7 @@ class EtcdStore(Store):
             "/kv/txn", {"compare": compare, "success": success, "failure": failure}
         )
         if answer.get("succeeded") or _range_value(answer, 1) == token:
-            return  # (the second: a retried commit whose first answer was lost)
+            return True  # (the second: a retried commit whose first answer was lost)
         if _range_value(answer, 0) != token:
             raise StateError(
                 f"the state lock of {self.name} was lost before the commit (its lease expired: "
@@ -659,6 +680,12 @@ def open_store(settings: Settings) -> Store:
     if settings.state_etcd is not None:
         return EtcdStore(settings.state_etcd)
     return StateStore(settings.state_path)  # type: ignore[arg-type]
+
+
+@dataclass
+class _Lock:
+    token: str
+    released: bool = False
 
 
 @dataclass
@@ -786,9 +813,11 @@ class _Etcd:
                     reasons.append(_reason(exc))
                     self.current = (index + 1) % len(self.clients)
                 except etcd_errors.Etcd3Exception as exc:
-                    raise StateError(
+                    reason = _reason(exc)
+                    raise EtcdRefused(
                         f"etcd at {self.config.endpoints[index]} refused a request on "
-                        f"{self.config.prefix}: {_reason(exc)}"
+                        f"{self.config.prefix}: {reason}",
+                        reason,
                     ) from None
             tried = ", ".join(self.config.endpoints)
             if all(r.startswith("[SSL") for r in reasons):  # does not pass by itself
@@ -841,39 +870,58 @@ def _connection(config: EtcdState, retry_for: float) -> _Etcd:
     return _CONNECTIONS[key]
 
 
-class _LeaseKeeper:
-    """An etcd lease kept alive by a thread until stop(), which revokes it (its keys go).
-    With a key, the key lives on the lease; if the lease is lost anyway (etcd unreachable
-    longer than its TTL), a new lease takes the key back."""
+class _Session:
+    """This process's lease on an etcd cluster (etcd's own lock recipe calls it a session):
+    a thread keeps it alive while the process lives. A lease lost anyway (etcd out of reach
+    longer than its TTL) is replaced, and the keys put on it put again."""
 
-    def __init__(self, etcd: _Etcd, ttl: int, key: str | None = None) -> None:
-        self.etcd, self.ttl, self.key = etcd, ttl, key
+    def __init__(self, etcd: _Etcd, ttl: int) -> None:
+        self.etcd, self.ttl = etcd, ttl
+        self.keys: set[str] = set()
+        self.mutex = threading.Lock()
         self.lease = self._grant()
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._keep, daemon=True, name="etcd-lease")
-        self._thread.start()
+        threading.Thread(target=self._keep, daemon=True, name="etcd-session").start()
 
-    def stop(self) -> None:
-        self._stopped.set()
-        self._thread.join()
-        with contextlib.suppress(StateError):  # unreachable: the lease expires by itself
-            self.etcd.post("/kv/lease/revoke", {"ID": self.lease})
+    def put(self, key: str) -> None:
+        with self.mutex:
+            self.keys.add(key)
+            self.etcd.post("/kv/put", {"key": _b64(key), "value": "", "lease": self.lease})
+
+    def delete(self, key: str) -> None:
+        with self.mutex:
+            self.keys.discard(key)
+            self.etcd.post("/kv/deleterange", {"key": _b64(key)})
+
+    def renew(self, lost: str) -> None:
+        with self.mutex:
+            if self.lease == lost:  # (another thread may have renewed it already)
+                self.lease = self._grant()
+                for key in self.keys:
+                    self.etcd.post("/kv/put", {"key": _b64(key), "value": "", "lease": self.lease})
 
     def _grant(self) -> str:
-        lease = str(self.etcd.post("/lease/grant", {"TTL": self.ttl, "ID": 0})["ID"])
-        if self.key is not None:
-            self.etcd.post("/kv/put", {"key": _b64(self.key), "value": "", "lease": lease})
-        return lease
+        return str(self.etcd.post("/lease/grant", {"TTL": self.ttl, "ID": 0})["ID"])
 
     def _keep(self) -> None:
-        while not self._stopped.wait(self.ttl / 3):
-            with contextlib.suppress(StateError):  # the next round tries again
-                answer = self.etcd.post("/lease/keepalive", {"ID": self.lease})
-                if int(answer.get("result", {}).get("TTL", 0)) <= 0 and self.key is not None:
-                    self.lease = self._grant()
+        while True:
+            time.sleep(self.ttl / 3)  # the keep-alive period, well within the TTL
+            lease = self.lease
+            with contextlib.suppress(StateError):  # out of reach: the next round tries again
+                answer = self.etcd.post("/lease/keepalive", {"ID": lease})
+                if int(answer.get("result", {}).get("TTL", 0)) <= 0:
+                    self.renew(lease)
 
 
-_HELD_OPERATIONS: dict[tuple[str, str], _LeaseKeeper] = {}
+_SESSIONS: dict[tuple[_Etcd, int], _Session] = {}
+_SESSIONS_MUTEX = threading.Lock()
+
+
+def _session(etcd: _Etcd, ttl: int) -> _Session:
+    """The process's session on a cluster (a connection is per process already)."""
+    with _SESSIONS_MUTEX:
+        if (etcd, ttl) not in _SESSIONS:
+            _SESSIONS[(etcd, ttl)] = _Session(etcd, ttl)
+        return _SESSIONS[(etcd, ttl)]
 
 
 # --- moving a state file into etcd (a single CLC becomes a pair) -------------------------

@@ -70,12 +70,12 @@ def test_a_record_changed_under_a_transaction_is_never_overwritten(etcd_store):
 def test_a_commit_whose_answer_was_lost_is_not_applied_twice(etcd_store):
     """A commit retried on another member (the first answer lost with its member) finds its
     own token as the last commit: success, not a conflict and not a second write."""
-    with etcd_store._locked() as token:
+    with etcd_store._locked() as lock:
         state = etcd_store._read()
         records = {"t/counters/c-1": {"id": "c-1", **OWNER, "value": 1}}
-        etcd_store._commit(state, records, token)
+        assert etcd_store._commit(state, records, lock.token)
         revision = etcd_store._read().records["t/counters/c-1"].mod_revision
-        etcd_store._commit(state, records, token)  # the same request again
+        assert etcd_store._commit(state, records, lock.token)  # the same request again
     assert etcd_store._read().records["t/counters/c-1"].mod_revision == revision
 
 
