@@ -8,6 +8,7 @@ import json
 import multiprocessing
 import os
 import stat
+import threading
 import time
 
 import pytest
@@ -371,6 +372,25 @@ def test_concurrent_processes_lose_and_duplicate_nothing(store):
     assert len(allocated) == total  # no value handed out twice
     assert sorted(allocated.values()) == sorted(r["id"] for r in instances)
     assert set(allocated) == {f"10.1.{i // 256}.{i % 256}" for i in range(total)}
+
+
+def test_concurrent_threads_lose_nothing(store):
+    """Threads of one process (an API worker's): each its own transactions."""
+    with store.transaction() as tx:
+        tx.table("counters").insert({"id": "c-total", **OWNER, "value": 0})
+
+    def increment():
+        for _ in range(10):
+            with store.transaction() as tx:
+                counter = tx.table("counters")
+                counter.update("c-total", value=counter.get("c-total")["value"] + 1)
+
+    threads = [threading.Thread(target=increment) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert store.get("counters", "c-total")["value"] == 40
 
 
 def test_a_state_is_of_one_cloud(store):
