@@ -4,9 +4,20 @@ import stat
 from pathlib import Path
 
 import pytest
+import yaml
 
-from cloudctl.config import NamedCloud, add_cloud, load_clouds, remove_cloud, resolve_settings
+from cloudctl.config import (
+    EtcdState,
+    NamedCloud,
+    add_cloud,
+    clc_state,
+    load_clouds,
+    parse_state,
+    remove_cloud,
+    resolve_settings,
+)
 from cloudctl.errors import ConfigError, InputError
+from cloudctl.state import EtcdStore, StateStore, open_store
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -99,3 +110,63 @@ def test_home_and_runs_are_private(tmp_path):
     assert runs == tmp_path / "h" / "runs"
     for path in (tmp_path / "h", runs):
         assert stat.S_IMODE(path.stat().st_mode) == 0o700
+
+
+# --- where the state is: the TinyDB file or etcd (cloud.yml's or the clouds file's state:) --
+
+ETCD = {"backend": "etcd", "endpoints": ["https://10.0.0.1:2379/", "https://10.0.0.2:2379"],
+        "ca_file": "/etc/cloud/ca.crt", "cert_file": "/c.crt", "key_file": "/c.key"}  # fmt: skip
+
+
+def test_parse_state():
+    assert parse_state(None, "x") is None
+    assert parse_state({"backend": "tinydb"}, "x") is None
+    etcd = parse_state(ETCD, "x", cloud_id="cloud-0123")
+    assert etcd == EtcdState(("https://10.0.0.1:2379", "https://10.0.0.2:2379"),
+                             "/cloudctl/cloud-0123/", "/etc/cloud/ca.crt", "/c.crt", "/c.key")  # fmt: skip
+    assert parse_state(etcd.mapping(), "x") == etcd  # what the clouds file keeps reads back
+    assert str(etcd) == (
+        "etcd prefix /cloudctl/cloud-0123/ at https://10.0.0.1:2379, https://10.0.0.2:2379"
+    )
+    plain = parse_state(
+        {"backend": "etcd", "endpoints": "http://a:1,http://b:2", "prefix": "/p/"}, "x"
+    )
+    assert plain.endpoints == ("http://a:1", "http://b:2") and plain.ca_file is None
+    for bad, says in (
+        ({"backend": "zookeeper"}, "backend tinydb or etcd"),
+        ({"backend": "etcd", "endpoints": ["10.0.0.1:2379"], "prefix": "/p/"}, "client URLs"),
+        ({"backend": "etcd", "endpoints": ["http://a:1"]}, "prefix must start and end"),
+        ({**ETCD, "prefix": "p"}, "prefix must start and end"),
+        ({**ETCD, "prefix": "/p/", "key_file": None}, "go together"),
+        ("etcd", "must be a mapping"),
+    ):
+        with pytest.raises(ConfigError, match=says):
+            parse_state(bad, "cloud.yml")
+
+
+def test_a_named_cloud_with_its_state_in_etcd(tmp_path):
+    clouds = tmp_path / "clouds.yaml"
+    (tmp_path / "inv").mkdir()
+    etcd = parse_state({**ETCD, "prefix": "/cloudctl/c/"}, "x")
+    add_cloud(clouds, NamedCloud("pair", tmp_path / "inv", tmp_path / "home", etcd))
+    assert load_clouds(clouds)[1]["pair"].state == etcd
+    settings = resolve_settings(env={"CLOUDCTL_CLOUDS": str(clouds)})
+    assert settings.state_etcd == etcd
+    assert settings.state_path == tmp_path / "home" / "state.json"  # what migrate copies
+    assert settings.state_location == str(etcd)
+    assert isinstance(open_store(settings), EtcdStore)
+    # $CLOUDCTL_STATE names a file: the TinyDB file, whatever the clouds file says.
+    env = {"CLOUDCTL_CLOUDS": str(clouds), "CLOUDCTL_STATE": str(tmp_path / "s.json")}
+    settings = resolve_settings(env=env)
+    assert settings.state_etcd is None and isinstance(open_store(settings), StateStore)
+
+
+def test_a_clc_pair_reads_its_state_from_cloud_yml(tmp_path, monkeypatch):
+    config = tmp_path / "cloud.yml"
+    monkeypatch.setattr("cloudctl.config.CLC_CONFIG", config)
+    config.write_text(yaml.safe_dump({"cloud_id": "cloud-0123", "state_dir": "/var/lib/c"}))
+    assert clc_state() == (Path("/var/lib/c/state.json"), None)  # one CLC: the file
+    config.write_text(yaml.safe_dump({"cloud_id": "cloud-0123", "state_dir": "/var/lib/c",
+                                      "state": ETCD}))  # fmt: skip
+    path, etcd = clc_state()
+    assert path == Path("/var/lib/c/state.json") and etcd.prefix == "/cloudctl/cloud-0123/"
