@@ -139,7 +139,7 @@ def test_server_certificate_follows_its_names_and_its_ca(tmp_path, tls):
 def test_client_certificate_for_mutual_tls(tmp_path, tls):
     """A member's certificate for both usages (etcd peers present theirs as clients): a server
     that requires a client certificate from the CA refuses a server-only one and accepts it."""
-    d, ca, server = tls
+    _, ca, server = tls
     run_module(tmp_path, "tls_certificate", ca)
     run_module(tmp_path, "tls_certificate", server)
     with pytest.raises(ssl.SSLError):
@@ -148,7 +148,9 @@ def test_client_certificate_for_mutual_tls(tmp_path, tls):
 
     both = {**server, "extended_key_usage": ["client_auth", "server_auth"]}
     result = run_module(tmp_path, "tls_certificate", both)
-    assert result["reasons"] == ["the usages differ: had server_auth, wants client_auth, server_auth"]
+    assert result["reasons"] == [
+        "the usages differ: had server_auth, wants client_auth, server_auth"
+    ]
     handshake(server["path"], server["key_path"], ca["path"], "clc1",
               client_cert=(server["path"], server["key_path"]))  # fmt: skip
     assert not run_module(tmp_path, "tls_certificate", both)["changed"]

@@ -326,8 +326,12 @@ def build_certificate(key, *, cn: str, names: list[str], days: int, now, ca: boo
             builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(key_usage(cert_sign=False), critical=True)
             .add_extension(
-                x509.ExtendedKeyUsage([getattr(ExtendedKeyUsageOID, USAGE_OIDS[u])
-                                       for u in sorted(set(usages or ["server_auth"]))]),
+                x509.ExtendedKeyUsage(
+                    [
+                        getattr(ExtendedKeyUsageOID, USAGE_OIDS[u])
+                        for u in sorted(set(usages or ["server_auth"]))
+                    ]
+                ),
                 critical=False,
             )
             .add_extension(x509.SubjectAlternativeName(general_names(names)), critical=False)
@@ -502,8 +506,12 @@ def main() -> None:
             "key_path": {"type": "path", "required": True},
             "common_name": {"type": "str", "required": True},
             "subject_alt_names": {"type": "list", "elements": "str", "default": []},
-            "extended_key_usage": {"type": "list", "elements": "str", "default": ["server_auth"],
-                                   "choices": ["server_auth", "client_auth"]},
+            "extended_key_usage": {
+                "type": "list",
+                "elements": "str",
+                "default": ["server_auth"],
+                "choices": ["server_auth", "client_auth"],
+            },
             "ca": {"type": "bool", "default": False},
             "ca_path": {"type": "path"},
             "ca_key_path": {"type": "path"},
