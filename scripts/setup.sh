@@ -11,8 +11,9 @@ APT_PACKAGES=(
   qemu-system-x86 qemu-utils qemu-block-extra libvirt-daemon-system libvirt-clients
   python3-libvirt python3-boto3 python3-yaml genisoimage tgt dnsmasq-base dnsmasq-utils iptables ebtables
   bridge-utils iproute2 supervisor lvm2 busybox-static dropbear-bin cpio conntrack
-  # HA (issue 12): the CLC state store and the Walrus filer store (etcdctl: looking at it)
-  etcd-server etcd-client
+  # HA (issue 12): the CLC state store and the Walrus filer store (etcdctl: looking at it);
+  # keepalived: the virtual addresses of the HA pairs
+  etcd-server etcd-client keepalived
   # used by the tests (strace: command lines of a module run; chromium: screenshots of the
   # HTML usage report; awscli: the EC2 API driven by Debian's aws), and by the benchmarks
   # (GNU time: peak RSS)

@@ -17,7 +17,7 @@ import pytest
 PROJECT = Path(__file__).resolve().parents[2]
 ROLES_DIR = PROJECT / "collections/ansible_collections/cloudctl/cloud/roles"
 # Longest first (measured), so that the last one to start is short.
-ROLES = ["clc", "walrus", "nc", "cc", "sc", "common"]
+ROLES = ["clc", "walrus", "nc", "keepalived", "etcd", "cc", "sc", "common"]
 PARALLEL = 2
 
 
