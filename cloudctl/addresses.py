@@ -1,7 +1,9 @@
 """Elastic IPs: public addresses of a zone's pool, associated with instances by DNAT/SNAT on
-the zone's CC (modules/elastic_ip.py). The instance keeps its private address.
+the zone's CCs (modules/elastic_ip.py; both CCs of a pair hold the rules, the holder of the
+zone's gateway address holds the public address). The instance keeps its private address.
 
-Table "addresses": id eipalloc-..., public_ip, zone, cc, instance (or None), private_ip,
+Table "addresses": id eipalloc-..., public_ip, zone, cc (the zone's first CC), instance
+(or None), private_ip,
 event, owner fields. Pool "eip:<zone>": the zone's `public_ips` (cloud_clusters in the
 inventory). Terminating an instance disassociates its address (it stays allocated).
 """
@@ -11,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from cloudctl import quotas, usage
+from cloudctl import cc_hosts, quotas, usage
 from cloudctl.cloudconfig import public_ip_candidates
 from cloudctl.errors import CapacityError, InputError, NotFound
 from cloudctl.identity import current_owner, visible
@@ -35,6 +37,7 @@ def address_view(address: Mapping[str, Any], associated: bool = False) -> dict[s
         "public_ip": address["public_ip"],
         "private_ip": address.get("private_ip") or "",
         "instance": address.get("instance") or "",
+        "zone": address["zone"],
         "cc": address["cc"],
         "public_interface": address["public_interface"],
         "state": "present" if associated else "absent",
@@ -53,7 +56,7 @@ class Addresses(CloudService):
     def allocate(self, zone: str | None = None) -> dict[str, Any]:
         zone = self.config.zone_or_default(zone)
         cluster = self.config.cluster(zone)
-        if not cluster.public_ips or not cluster.public_interface or not cluster.cc:
+        if not cluster.public_ips or not cluster.public_interface or not cluster.ccs:
             raise InputError(f"zone {zone} has no elastic IP pool (public_ips in cloud_clusters)")
         owner = current_owner()
         aid = new_id("address")
@@ -109,7 +112,7 @@ class Addresses(CloudService):
                     "disassociate it first"
                 )
         wanted = {**address, "instance": iid, "private_ip": instance["private_ip"]}
-        self._apply([address_view(wanted, associated=True)], address["cc"], progress)
+        self._apply([address_view(wanted, associated=True)], progress)
         with self.store.transaction() as tx:
             usage.record(tx, address, "address", "associated", instance_id=iid)
             return tx.table(TABLE).update(
@@ -120,7 +123,7 @@ class Addresses(CloudService):
         address = self.get(ref)
         if not address.get("instance"):
             raise InputError(f"address {address['public_ip']} is not associated")
-        self._apply([address_view(address)], address["cc"], progress)
+        self._apply([address_view(address)], progress)
         with self.store.transaction() as tx:
             usage.record(tx, address, "address", "disassociated")
             return tx.table(TABLE).update(address["id"], instance=None, private_ip=None)
@@ -134,18 +137,19 @@ class Addresses(CloudService):
             usage.record(tx, address, "address", "released")
             return tx.table(TABLE).remove(address["id"])
 
-    def _apply(
-        self, views: list[dict[str, Any]], cc: str, progress: ProgressCallback | None
-    ) -> None:
+    def _apply(self, views: list[dict[str, Any]], progress: ProgressCallback | None) -> None:
+        """Run the change on every CC of the addresses' zones (a CC of a pair that fails is
+        left for reconcile when the other did it)."""
+        zones = cc_hosts.zone_ccs(self.config, views)
         result = run_playbook(
             self.settings,
             PLAYBOOK,
             extravars={"cloud_addresses": views},
-            limit=cc,
+            limit=",".join(sorted(cc_hosts.hosts(zones))),
             progress=progress,
             operation="address-apply",
         )
-        result.raise_for_failures()
+        cc_hosts.tolerate(result, zones).raise_for_failures()
 
 
 def _resolve(tx, ref: str) -> dict[str, Any]:

@@ -43,17 +43,24 @@ class Node:
 
 @dataclass(frozen=True)
 class Cluster:
-    """A cluster = an availability zone: its subnet, CC, SCs and NCs."""
+    """A cluster = an availability zone: its subnet, CC(s), SCs and NCs."""
 
     zone: str
     subnet: str
     bridge: str
     gateway: str
-    cc: str | None
+    cc: str | None  # the first CC of the zone (None: no CC)
     sc: list[str]
     nodes: list[Node]
     public_ips: str = ""  # elastic IP pool: "198.51.100.0/28" or "A-B"; "" = none
     public_interface: str = ""  # the CC's interface that holds the elastic IPs
+    # Every CC of the zone: one, or a pair (HA) that holds the same reservations and rules;
+    # the holder of the gateway address serves them.
+    ccs: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.ccs and self.cc:  # built with only `cc`: a zone of one CC
+            object.__setattr__(self, "ccs", (self.cc,))
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,14 @@ class CloudConfig:
             known = ", ".join(sorted(self.clusters)) or "none"
             raise InputError(f"unknown zone {zone!r} (zones: {known})") from None
 
+    def ccs_of(self, record: Mapping[str, Any]) -> tuple[str, ...]:
+        """The CCs that hold the reservations and rules of a record (instance, address) of a
+        zone: every CC of its zone; the record's own `cc` when the zone is not configured."""
+        cluster = self.clusters.get(record.get("zone", ""))
+        if cluster is not None and cluster.ccs:
+            return cluster.ccs
+        return (record["cc"],) if record.get("cc") else ()
+
     def instance_type(self, name: str) -> InstanceType:
         try:
             return self.instance_types[name]
@@ -132,6 +147,17 @@ def _checked_pool(zone: str, pool: object) -> str:
     return text
 
 
+def _ccs(zone: str, spec: Mapping[str, Any]) -> tuple[str, ...]:
+    """The zone's CC hosts: `ccs` (a CC pair), else the single `cc` (configurations written
+    before pairs existed), else none."""
+    ccs = spec.get("ccs")
+    if ccs is None:
+        ccs = [spec["cc"]] if spec.get("cc") else []
+    if isinstance(ccs, str) or not all(isinstance(h, str) and h for h in ccs):
+        raise ValueError(f"clusters.{zone}.ccs {ccs!r} is not a list of host names")
+    return tuple(ccs)
+
+
 def _ints(spec: Mapping[str, Any], keys: tuple[str, ...], where: str) -> list[int]:
     """The integer fields `keys` of `spec`; a ValueError names the one that is not."""
     values = []
@@ -152,12 +178,14 @@ def parse_config(data: Mapping[str, Any], path: Path) -> CloudConfig:
                 Node(name, *_ints(n, ("vcpus", "memory_mb"), f"clusters.{zone}.nodes.{name}"))
                 for name, n in sorted((spec.get("nodes") or {}).items())
             ]
+            ccs = _ccs(zone, spec)
             clusters[zone] = Cluster(
                 zone=zone,
                 subnet=str(spec["subnet"]),
                 bridge=str(spec["bridge"]),
                 gateway=str(spec["gateway"]),
-                cc=spec.get("cc"),
+                cc=ccs[0] if ccs else None,
+                ccs=ccs,
                 sc=list(spec.get("sc") or []),
                 nodes=nodes,
                 public_ips=_checked_pool(zone, spec.get("public_ips")),

@@ -22,9 +22,9 @@ from typing import Any
 
 import netaddr
 
+from cloudctl import cc_hosts, keypairs, quotas, usage, walrus
 from cloudctl import groups as sg
 from cloudctl import images as images_service
-from cloudctl import keypairs, quotas, usage, walrus
 from cloudctl.addresses import TABLE as ADDRESSES
 from cloudctl.addresses import address_view
 from cloudctl.errors import CapacityError, IncorrectState, InputError, NotFound
@@ -120,7 +120,7 @@ class Instances(CloudService):
             raise InputError(f"bad count {count}: must be 1 to {MAX_COUNT}")
         zone = config.zone_or_default(zone)
         cluster = config.cluster(zone)
-        if cluster.cc is None or not cluster.nodes:
+        if not cluster.ccs or not cluster.nodes:
             raise CapacityError(f"zone {zone} has no cluster controller or no node controller")
         user_text = _user_data_text(user_data)
         emi = self._machine_image(image_id)
@@ -184,7 +184,8 @@ class Instances(CloudService):
         if on_recorded is not None:
             on_recorded(records)
         extravars = self._run_vars(records, emi, public_keys, user_text, firewalls)
-        hosts = sorted({cluster.cc, *(h["node"] for h in [*records, *firewalls])})
+        zones = {zone: cluster.ccs}
+        hosts = sorted({*cluster.ccs, *(h["node"] for h in [*records, *firewalls])})
         result = run_playbook(
             self.settings,
             RUN_PLAYBOOK,
@@ -194,14 +195,19 @@ class Instances(CloudService):
             progress=progress,
             operation="instance-run-check" if check else "instance-run",
         )
+        result = cc_hosts.tolerate(result, zones)
         event = result.event_id
         if check:
             result.raise_for_failures()
             return LaunchResult(records, event, check=result)
-        return self._record_launch(records, result, event)
+        return self._record_launch(records, result, event, zones)
 
     def _record_launch(
-        self, records: list[dict[str, Any]], result: PlayResult, event: str
+        self,
+        records: list[dict[str, Any]],
+        result: PlayResult,
+        event: str,
+        zones: Mapping[str, tuple[str, ...]] | None = None,
     ) -> LaunchResult:
         started = _started_items(result)
         failures = {f.host: f for f in result.failures}
@@ -209,7 +215,7 @@ class Instances(CloudService):
         failed = [r for r in records if r["id"] not in started]
         reasons = {}
         for r in failed:
-            failure = failures.get(r["node"]) or failures.get(r["cc"])
+            failure = _first_failure(failures, r["node"], *_ccs(zones, r))
             reasons[r["id"]] = str(failure) if failure else (result.error or "launch failed")
         with self.store.transaction() as tx:
             table = tx.table(TABLE)
@@ -226,7 +232,7 @@ class Instances(CloudService):
             cleanup = self._cleanup_hosts(failed, firewalls, generation)
             with self.store.transaction() as tx:
                 for r in failed:
-                    problem = _host_failure(cleanup, r["cc"], r["node"])
+                    problem = _host_failure(cleanup, *_ccs(zones, r), r["node"])
                     if not problem:
                         release_allocations(tx, r)
                         continue
@@ -252,7 +258,8 @@ class Instances(CloudService):
         self, records: list[dict[str, Any]], firewalls: list[dict], generation: int | None
     ) -> PlayResult:
         """Remove whatever a failed launch left on the hosts."""
-        hosts = sorted({*(r["cc"] for r in records), *(h["node"] for h in [*records, *firewalls])})
+        ccs = cc_hosts.hosts(cc_hosts.zone_ccs(self.config, records))
+        hosts = sorted({*ccs, *(h["node"] for h in [*records, *firewalls])})
         return run_playbook(
             self.settings,
             TERMINATE_PLAYBOOK,
@@ -377,7 +384,8 @@ class Instances(CloudService):
             {**_host_view(r), "volumes": by_instance.get(r["id"], []), "generation": generation}
             for r in records
         ]
-        hosts = sorted({*(r["cc"] for r in records), *(h["node"] for h in [*records, *firewalls])})
+        zones = cc_hosts.zone_ccs(self.config, [*records, *addresses])
+        hosts = sorted({*cc_hosts.hosts(zones), *(h["node"] for h in [*records, *firewalls])})
         result = run_playbook(
             self.settings,
             TERMINATE_PLAYBOOK,
@@ -390,16 +398,21 @@ class Instances(CloudService):
             progress=progress,
             operation="instance-terminate",
         )
+        behind = {f.host for f in cc_hosts.out_of_sync(result, zones)}
+        result = cc_hosts.tolerate(result, zones)
         event = result.event_id
         failed_hosts = {f.host: f for f in result.failures}
         with self.store.transaction() as tx:
             table = tx.table(TABLE)
             for r in records:
-                failure = failed_hosts.get(r["node"]) or failed_hosts.get(r["cc"])
+                failure = _first_failure(failed_hosts, r["node"], *self.config.ccs_of(r))
                 if failure:  # still shutting-down: terminate again once the host is back
                     table.update(r["id"], reason=str(failure), event=event)
                     continue
-                end_instance(tx, r, _S.TERMINATED, reason="", event=event)
+                # A CC of the pair missed it: it may still hold the reservation, so the IP
+                # and MAC stay allocated until reconcile --fix has removed it there.
+                keep = behind.intersection(self.config.ccs_of(r))
+                end_instance(tx, r, _S.TERMINATED, release=not keep, reason="", event=event)
         result.raise_for_failures()
         return [self.get(i) for i in ids]
 
@@ -543,6 +556,16 @@ def release_allocations(tx, record: Mapping[str, Any]) -> None:
     # By owner: a value released earlier may belong to another instance by now.
     tx.release_owner(ip_pool(record["zone"]), record["id"])
     tx.release_owner(MAC_POOL, record["id"])
+
+
+def _ccs(zones: Mapping[str, tuple[str, ...]] | None, record: Mapping[str, Any]) -> tuple:
+    """The CCs of the record's zone in `zones`, else the record's own CC."""
+    return (zones or {}).get(record["zone"]) or (record["cc"],)
+
+
+def _first_failure(failures: Mapping[str, Any], *hosts: str) -> Any:
+    """The failure of the first of `hosts` that failed, None when none did."""
+    return next((failures[h] for h in hosts if h in failures), None)
 
 
 def _host_failure(result: PlayResult, *hosts: str) -> str:

@@ -64,6 +64,7 @@ class _Plan:
     orphan_volumes: list[dict[str, str]] = field(default_factory=list)
     unexported_volumes: list[dict[str, Any]] = field(default_factory=list)
     orphan_reservations: list[dict[str, str]] = field(default_factory=list)
+    missing_reservations: list[dict[str, str]] = field(default_factory=list)
     orphan_addresses: list[dict[str, Any]] = field(default_factory=list)
     missing_addresses: list[dict[str, Any]] = field(default_factory=list)
     extra_attachments: list[dict[str, str]] = field(default_factory=list)
@@ -111,13 +112,15 @@ class Reconciler(CloudService):
                 del found[host]
                 detail = f"belongs to cloud {res.get('cloud_id') or '(none)'}, not {cloud_id}"
                 drifts.append(Drift("foreign-host", host, host, detail, "none"))
-        interfaces = {c.cc: c.public_interface for c in self.config.clusters.values()}
+        clusters = self.config.clusters.values()
+        interfaces = {cc: c.public_interface for c in clusters for cc in c.ccs}
+        zones = {c.zone: c.ccs for c in clusters}
         plan, unknown = _Plan(), _Plan()
         with self.store.transaction() as tx:
             # An operation whose play still runs stays `running`: its resources are busy.
             interrupted = [e for e in journal.unfinished(tx) if e["id"] not in running]
             busy = _busy_resources(tx, scan_started, interrupted)
-            drifts += _compare(tx, found, busy, interfaces, plan, fix, unknown)
+            drifts += _compare(tx, found, busy, interfaces, plan, fix, unknown, zones)
             for entry in interrupted:
                 drifts.append(
                     Drift(
@@ -217,11 +220,16 @@ def _compare(
     plan: _Plan,
     fix: bool,
     unknown: _Plan,
+    zones: Mapping[str, Iterable[str]] | None = None,
 ) -> list[Drift]:
     """The drifts between the state and the scanned hosts; with fix, the state's side of
     each repair is made in `tx` and the hosts' side added to `plan`; what would remove
-    things the state never knew goes to `unknown` instead."""
+    things the state never knew goes to `unknown` instead. `zones`: zone -> its CCs (every
+    CC of a zone must hold the zone's reservations and elastic-IP rules)."""
     drifts: list[Drift] = []
+
+    def ccs_of(record: Mapping[str, Any]) -> tuple[str, ...]:
+        return tuple((zones or {}).get(record.get("zone", "")) or ()) or _own_cc(record)
 
     def drift(kind: str, resource: str, host: str, detail: str, action: str) -> None:
         drifts.append(Drift(kind, resource, host, detail, action, fixed=fix))
@@ -364,8 +372,20 @@ def _compare(
     drifts += _compare_attachments(volumes, nodes, set(live) - ended, busy | ended, plan, fix)
 
     # --- cluster controllers: DHCP reservations and elastic IPs ---------------------------
+    # Every CC of a zone holds all its reservations and rules (a CC of a pair that was down
+    # during an operation misses them until this fix).
     for cc, res in clusters.items():
         for zone, names in res["reservations"].items():
+            for iid, r in sorted(live.items()):
+                if r["zone"] != zone or iid in names or iid in busy | ended:
+                    continue
+                if cc not in ccs_of(r):
+                    continue
+                drift("missing-reservation", iid, cc, f"no DHCP reservation in {zone}", "add it")
+                plan.missing_reservations.append(
+                    {"name": iid, "hostname": iid, "mac": r["mac"], "ip": r["private_ip"],
+                     "cc": cc, "zone": zone}
+                )  # fmt: skip
             for iid in sorted(set(names) - live_ids):
                 orphan(
                     "orphan-reservation",
@@ -389,7 +409,7 @@ def _compare(
         rules = {e["public_ip"]: e for e in res["elastic_ips"] if e["public_ip"] not in busy_ips}
         for ip, rule in sorted(rules.items()):
             a = associated.get(ip)
-            if a is None or a["private_ip"] != rule["private_ip"] or a["cc"] != cc:
+            if a is None or a["private_ip"] != rule["private_ip"] or cc not in ccs_of(a):
                 drift(
                     "orphan-address",
                     ip,
@@ -401,7 +421,7 @@ def _compare(
                     {"public_ip": ip, "cc": cc, "public_interface": interfaces.get(cc, "")}
                 )
         for ip, a in sorted(associated.items()):
-            if a["cc"] == cc and ip not in rules:
+            if cc in ccs_of(a) and ip not in rules:
                 drift(
                     "missing-address",
                     ip,
@@ -409,16 +429,21 @@ def _compare(
                     f"associated with {a['instance']} in the state, no NAT rule",
                     "restore the NAT rules",
                 )
-                plan.missing_addresses.append(address_view(a, associated=True))
+                plan.missing_addresses.append({**address_view(a, associated=True), "cc": cc})
 
     # --- the state alone: allocations whose owner is gone ---------------------------------
     owners = live_ids | {a["id"] for a in addresses.all()}
-    drifts += _compare_allocations(tx, owners, nodes, clusters, fix)
+    drifts += _compare_allocations(tx, owners, nodes, clusters, fix, ccs_of)
     return drifts
 
 
 def _compare_allocations(
-    tx, owners: set[str], nodes: Mapping[str, Any], clusters: Mapping[str, Any], fix: bool
+    tx,
+    owners: set[str],
+    nodes: Mapping[str, Any],
+    clusters: Mapping[str, Any],
+    fix: bool,
+    ccs_of: Callable[[Mapping[str, Any]], tuple[str, ...]] | None = None,
 ) -> list[Drift]:
     """Pool values (IPs, MACs) whose owner is gone. A value goes back to its pool only once
     the owner's hosts were scanned and hold nothing of it (a failed launch whose clean-up
@@ -434,9 +459,10 @@ def _compare_allocations(
             if owner in owners:
                 continue
             record = tx.table(INSTANCES).get(owner) or {}
-            held = owner in on_hosts or any(
-                record.get(k) and record[k] not in hosts
-                for k, hosts in (("node", nodes), ("cc", clusters))
+            ccs = (ccs_of or _own_cc)(record) if record else ()
+            held = owner in on_hosts or bool(
+                (record.get("node") and record["node"] not in nodes)
+                or any(cc not in clusters for cc in ccs)
             )
             detail = f"{pool} held by {owner}, which is gone"
             if held:
@@ -447,6 +473,10 @@ def _compare_allocations(
             if fix and not held:
                 tx.release(pool, value)
     return drifts
+
+
+def _own_cc(record: Mapping[str, Any]) -> tuple[str, ...]:
+    return (record["cc"],) if record.get("cc") else ()
 
 
 def _compare_attachments(

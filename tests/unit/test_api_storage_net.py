@@ -108,7 +108,7 @@ def api(settings, tmp_path, monkeypatch):
     monkeypatch.setattr(volume_service, "walrus", fake_walrus)
     applied = []
     monkeypatch.setattr(
-        Addresses, "_apply", lambda self, views, cc, progress: applied.extend(views)
+        Addresses, "_apply", lambda self, views, progress: applied.extend(views)
     )
     yield SimpleNamespace(app=Api(settings), keys=keys, state=settings.state_path, store=store,
                           plays=plays, addresses=applied)  # fmt: skip

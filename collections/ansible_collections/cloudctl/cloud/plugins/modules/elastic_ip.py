@@ -30,6 +30,13 @@ description:
     policy (C(ACCEPT) unless the site changed it); security groups are enforced on the
     node controllers and must not be bypassed here. The module warns when the policy is not
     C(ACCEPT).
+  - "A zone served by a CC pair (HA): both CCs keep the rules, but only the holder of the
+    zone's gateway address (I(gateway) on I(gateway_interface), moved by keepalived) may hold
+    I(public_ip), or both would answer ARP for it. With I(gateway) and I(gateway_interface)
+    the module holds the address only while the gateway is on this host, and removes it
+    otherwise; the cc role's notify script (C(cloud-cc-notify)) adds and removes the public
+    addresses of the rules when the gateway moves. Without them (a zone of one CC, which
+    holds its gateway for good) the address is always held."
   - When C(conntrack) (Debian C(conntrack)) is installed, the connection tracking entries of
     a moved or removed association are deleted, so that running flows do not keep using it.
   - Check mode reports what would change; diff mode shows the association before and after.
@@ -50,6 +57,14 @@ options:
     description: The CC's interface on the public side, where I(public_ip) is held.
     type: str
     required: true
+  gateway:
+    description:
+      - The zone's gateway address (IPv4). With I(gateway_interface), I(public_ip) is held only
+        while this address is on I(gateway_interface) (the holder of a CC pair's zone).
+    type: str
+  gateway_interface:
+    description: The zone's bridge, where the holder of the zone holds I(gateway).
+    type: str
   instance:
     description: The instance id; written into the rules' comments (C(cloud-eip PUBLIC INSTANCE)).
     type: str
@@ -60,8 +75,8 @@ options:
     choices: [present, absent]
     default: present
 notes:
-  - Runs on the Cluster Controller as root. Several runs at once are serialised by a lock
-    file (C(/run/cloud-elastic-ip.lock)).
+  - Runs on the Cluster Controller as root. Several runs at once (and the cc role's notify
+    script) are serialised by a lock file (C(/run/cloud-elastic-ip.lock)).
   - The chains and the jumps stay when the last association is removed; the cc role's reset
     removes them.
 extends_documentation_fragment:
@@ -85,6 +100,15 @@ EXAMPLES = r"""
     public_ip: 198.51.100.10
     private_ip: 172.31.0.5
     public_interface: eth1
+    instance: i-0a1b2c3d
+
+- name: Associate it on both CCs of a pair; the holder of 172.31.0.1 holds the address
+  cloudctl.cloud.elastic_ip:
+    public_ip: 198.51.100.10
+    private_ip: 172.31.0.5
+    public_interface: eth1
+    gateway: 172.31.0.1
+    gateway_interface: cloudbr0
     instance: i-0a1b2c3d
 
 - name: Disassociate it
@@ -119,6 +143,12 @@ address_added:
   returned: always
 address_removed:
   description: Whether I(public_ip)/32 was (or would be) removed from I(public_interface) by this run.
+  type: bool
+  returned: always
+holder:
+  description:
+    - Whether this host holds the zone's gateway (always true without I(gateway)), so holds
+      I(public_ip) while it is associated.
   type: bool
   returned: always
 disassociated:
@@ -207,6 +237,8 @@ class ElasticIp:
         self.priv = p["private_ip"]
         self.iface = p["public_interface"]
         self.state = p["state"]
+        self.gateway = p["gateway"]
+        self.gateway_interface = p["gateway_interface"]
         self.comment = f"cloud-eip {self.pub}" + (f" {p['instance']}" if p["instance"] else "")
         self.iptables = module.get_bin_path("iptables", required=True)
         self.ip = IpRoute(module)
@@ -234,6 +266,14 @@ class ElasticIp:
                 msg=f"public_interface {self.iface} is not an interface of this host"
             )
         return [a for a in links[0].get("addr_info", []) if a.get("family") == "inet"]
+
+    def holder(self) -> bool:
+        """Whether this host holds the zone's gateway (always, without gateway options)."""
+        if not self.gateway:
+            return True
+        links = self.ip.json("addr", "show", "dev", self.gateway_interface, missing_ok=True)
+        addresses = links[0].get("addr_info", []) if links else []
+        return any(a.get("local") == self.gateway for a in addresses)
 
     def check_not_host_address(self) -> None:
         """The public IP must not be one of the host's own addresses (other than our /32)."""
@@ -310,8 +350,10 @@ class ElasticIp:
             stale = [] if keep else current
 
         held = {a.get("local") for a in self.held_addresses() if a.get("prefixlen") == 32}
-        add_address = present and self.pub not in held
-        remove_address = not present and not keep and self.pub in held
+        holder = self.holder()
+        hold = holder and (present or keep)  # a host that is not the holder holds none
+        add_address = present and hold and self.pub not in held
+        remove_address = not hold and self.pub in held
         drop_others = [o for o in others if o in held]
 
         changed = bool(stale or missing or fixes or add_address or remove_address or drop_others)
@@ -352,6 +394,7 @@ class ElasticIp:
             "rules": after_rules,
             "address_added": add_address,
             "address_removed": remove_address,
+            "holder": holder,
             "disassociated": others,
         }
         if module._diff:
@@ -365,7 +408,7 @@ class ElasticIp:
                 },
                 "after": {
                     "private_ip": after_priv,
-                    "address": address if present or (keep and self.pub in held) else None,
+                    "address": address if hold and (present or self.pub in held) else None,
                     "rules": after_rules,
                     "jumps": "",
                     "disassociated": others,
@@ -376,7 +419,7 @@ class ElasticIp:
 
 def validate(module: AnsibleModule) -> None:
     p = module.params
-    for key in ("public_ip", "private_ip"):
+    for key in ("public_ip", "private_ip", "gateway"):
         if p[key] is None:
             continue
         try:
@@ -392,6 +435,10 @@ def validate(module: AnsibleModule) -> None:
     problem = ifname_problem(p["public_interface"])
     if problem:
         module.fail_json(msg=f"public_interface {p['public_interface']!r} {problem}")
+    if p["gateway_interface"] is not None:
+        problem = ifname_problem(p["gateway_interface"])
+        if problem:
+            module.fail_json(msg=f"gateway_interface {p['gateway_interface']!r} {problem}")
     if p["instance"] is not None and not INSTANCE.match(p["instance"]):
         module.fail_json(
             msg=f"instance must be an id of letters, digits, '.', '_', ':' or '-', "
@@ -406,9 +453,12 @@ def main() -> None:
             "private_ip": {"type": "str"},
             "public_interface": {"type": "str", "required": True},
             "instance": {"type": "str", "aliases": ["comment"]},
+            "gateway": {"type": "str"},
+            "gateway_interface": {"type": "str"},
             "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
         },
         supports_check_mode=True,
+        required_together=[("gateway", "gateway_interface")],
     )
     validate(module)
     module.exit_json(**ElasticIp(module).apply())
