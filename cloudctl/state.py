@@ -585,14 +585,20 @@ class EtcdStore(Store):
             # A retried request may find the lock its lost first answer gave us.
             if answer.get("succeeded") or _range_value(answer, 0) == lock.token:
                 break
-            if time.monotonic() > deadline:
-                raise StateError(
-                    f"the state lock {self.prefix}{LOCK_KEY} is still held by another "
-                    f"transaction after {self.lock_wait:.0f} s (a dead holder's lock "
-                    f"frees itself within {self.lock_ttl} s)"
-                )
-            time.sleep(delay * (0.5 + random.random()))  # back off, not in lockstep
-            delay = min(delay * 2, 0.05)
+            # Wait until the lock looks free: reads (of this member, maybe stale: the next
+            # acquire decides), since every acquire attempt is a raft write.
+            poll = {"key": key, "count_only": True, "serializable": True}
+            while True:
+                if time.monotonic() > deadline:
+                    raise StateError(
+                        f"the state lock {self.prefix}{LOCK_KEY} is still held by another "
+                        f"transaction after {self.lock_wait:.0f} s (a dead holder's lock "
+                        f"frees itself within {self.lock_ttl} s)"
+                    )
+                time.sleep(delay * (0.5 + random.random()))  # back off, not in lockstep
+                delay = min(delay * 2, 0.1)
+                if not int(self.etcd.post("/kv/range", poll).get("count", 0)):
+                    break
         try:
             yield lock
         finally:
@@ -624,7 +630,7 @@ class EtcdStore(Store):
                         "hold a JSON object); restore it from a backup"
                     )
                 state.records[key] = _Record(
-                    doc, int(kv["mod_revision"]), int(kv["create_revision"])
+                    doc, raw, int(kv["mod_revision"]), int(kv["create_revision"])
                 )
         return state
 
@@ -635,10 +641,10 @@ class EtcdStore(Store):
         success = []
         for key, doc in records.items():
             old = state.records.get(key)
-            if old is not None and old.doc == doc:
+            payload = _json(doc)
+            if old is not None and old.raw == payload:
                 continue
             compare.append(_compare_revision(self.prefix + key, old))
-            payload = json.dumps(doc, separators=(",", ":"), sort_keys=True)
             success.append(
                 {"request_put": {"key": _b64(self.prefix + key), "value": _b64(payload)}}
             )
@@ -690,7 +696,8 @@ class _Lock:
 
 @dataclass
 class _Record:
-    doc: dict[str, Any]
+    doc: dict[str, Any]  # handed to one transaction: it may change it
+    raw: bytes  # what etcd holds: a commit writes only the records whose JSON differs
     mod_revision: int
     create_revision: int
 
@@ -713,8 +720,13 @@ class _EtcdState:
         ordered = sorted(self.records.items(), key=lambda kv: (kv[1].create_revision, kv[0]))
         for key, record in ordered:
             table = data.setdefault(_table_of(key), {})  # type: ignore[arg-type]
-            table[str(len(table) + 1)] = copy.deepcopy(record.doc)
+            table[str(len(table) + 1)] = record.doc
         return data
+
+
+def _json(doc: dict[str, Any]) -> bytes:
+    """A record as the etcd backend writes it (canonical: equal records, equal bytes)."""
+    return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
 
 
 def _records(data: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -323,7 +323,7 @@ def test_a_crash_leaves_the_old_content(file_store, where):
 # --- concurrency (8 real processes at once) ------------------------------------------------
 
 WORKERS = 8
-ROUNDS = {"tinydb": 50, "etcd": 6}  # etcd: ~15 ms a transaction on 3 members
+ROUNDS = {"tinydb": 50, "etcd": 4}  # etcd: ~15 ms a transaction on 3 members
 
 
 def _worker(spec, rounds, barrier, worker):
