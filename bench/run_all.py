@@ -11,7 +11,9 @@ it). Everything the benchmarks create in it (images, instances, volumes, key pai
 a bucket) they remove again. Sections:
 - runtime operations (bench/runtime.py) against a bare one-task ansible-runner play;
 - cloudctl itself: `instance list` with 1,000 records, 20 commands at once (bench/cli.py);
-- resident memory: cloudctl, QEMU per instance, Walrus (bench/memory.py).
+- resident memory: cloudctl, QEMU per instance, Walrus (bench/memory.py);
+- the state store: transactions/s of the TinyDB file vs etcd, 3 members on loopback
+  (bench/state_store.py; needs no cloud).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pathlib import Path
 import cli
 import memory
 import runtime
+import state_store
 from common import (
     PROJECT,
     Row,
@@ -40,7 +43,8 @@ from common import (
 
 DOC = PROJECT / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- BENCH:BEGIN -->", "<!-- BENCH:END -->"
-SECTIONS = ("runtime", "cli", "memory")
+SECTIONS = ("runtime", "cli", "memory", "state")
+NO_CLOUD = {"state"}  # sections that need no demo cloud
 
 
 def table(rows: list[Row]) -> str:
@@ -62,13 +66,15 @@ def main() -> int:
         raise SystemExit("--write needs every section (no --only)")
 
     started = time.monotonic()
-    deployed = ensure_cloud()
+    deployed = ensure_cloud() if only - NO_CLOUD else False
     facts = machine_facts()
     load_start = load_average()
     work = Path(tempfile.mkdtemp(prefix="cloud-bench-"))
     out: list[str] = []
     plays: list[float] = []
-    accel = next((accelerator(pid) for pid in host_pids("qemu-system")), "unknown")
+    accel = "unknown"
+    if only - NO_CLOUD:
+        accel = next((accelerator(pid) for pid in host_pids("qemu-system")), accel)
 
     def baseline(section: str) -> tuple[float, Row]:
         """The baseline of a section, measured right before it (under the same load)."""
@@ -105,6 +111,13 @@ def main() -> int:
             qemu, accel = memory.qemu_rows(work)
             rows += qemu + memory.walrus_rows(python)
             out += ["### Resident memory (`bench/memory.py`)", "", table(rows), ""]
+        if "state" in only:
+            print("bench: State store", file=sys.stderr)
+            load = load_average()
+            rows = state_store.measure(work, args.repeat)
+            note = f"Median of {args.repeat} runs each; load average at the start {load}."
+            out += ["### The state store: TinyDB file vs etcd (`bench/state_store.py`)", "",
+                    note, "", table(rows), ""]  # fmt: skip
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -25,7 +25,7 @@ from cloudctl.config import EtcdState
 from cloudctl.state import EtcdStore, StateStore, Store, migrate
 
 sys.path.insert(0, str(PROJECT))  # the test cluster helper
-from tests.state.etcd_cluster import EtcdCluster  # noqa: E402
+from tests.state.etcd_cluster import EtcdCluster
 
 SPAWN = multiprocessing.get_context("spawn")
 PROCESSES = 4
