@@ -271,7 +271,7 @@ def _compare(
             drift(kind, iid, r["node"], detail, f"mark it {state}, release its addresses")
             ended.add(iid)
             if fix:
-                _end_instance(tx, r, state, reason, plan)
+                _end_instance(tx, r, state, reason, plan, ccs_of(r))
             continue
         actual = DOMAIN_TO_STATE.get(domain)
         if actual and actual != r["state"] and r["state"] != _I.STOPPING:
@@ -555,11 +555,18 @@ def _unfinished(attachment: Mapping[str, Any]) -> str:
 
 
 def _end_instance(
-    tx, record: Mapping[str, Any], state: InstanceState, reason: str, plan: _Plan
+    tx,
+    record: Mapping[str, Any],
+    state: InstanceState,
+    reason: str,
+    plan: _Plan,
+    ccs: Iterable[str],
 ) -> None:
-    """Finish a lost or half-terminated instance: the state first, then the hosts (plan)."""
+    """Finish a lost or half-terminated instance: the state first, then the hosts (plan):
+    its domain on its node, its reservation on every CC of its zone."""
     iid = record["id"]
     # Its IP and MAC go back once the fix removed its reservation (Reconciler.run).
     end_instance(tx, record, state, release=False, reason=reason)
     plan.orphan_instances.append({"name": iid, "node": record["node"]})
-    plan.orphan_reservations.append({"name": iid, "cc": record["cc"], "zone": record["zone"]})
+    for cc in ccs:
+        plan.orphan_reservations.append({"name": iid, "cc": cc, "zone": record["zone"]})

@@ -148,3 +148,28 @@ def test_reconcile_finds_what_one_cc_of_the_pair_missed(tmp_path):
                                           "cc": "cc2", "zone": "zone-a"}]  # fmt: skip
     assert [(a["public_ip"], a["cc"]) for a in plan.missing_addresses] == [("198.51.100.17", "cc2")]
     assert plan.hosts() == {"cc2"}
+
+
+def test_a_lost_instance_loses_its_reservation_on_both_ccs(tmp_path):
+    store = StateStore(tmp_path / "state.json")
+    with store.transaction() as tx:
+        tx.table("instances").insert(
+            {
+                "id": "i-000000aa",
+                **OWNER,
+                "state": "running",
+                "node": "nc1",
+                "cc": "cc1",
+                "zone": "zone-a",
+                "mac": "52:54:00:00:00:01",
+                "private_ip": "172.31.0.10",
+            }
+        )
+    cc = {"cc": {"reservations": {"zone-a": ["i-000000aa"]}, "elastic_ips": []}}
+    found = {"nc1": {"nc": {**NODE, "domains": {}}}, "cc1": cc, "cc2": cc}
+    plan = _Plan()
+    with store.transaction() as tx:
+        _compare(
+            tx, found, set(), {}, plan, fix=True, unknown=_Plan(), zones={"zone-a": ("cc1", "cc2")}
+        )
+    assert sorted(r["cc"] for r in plan.orphan_reservations) == ["cc1", "cc2"]
