@@ -569,7 +569,7 @@ class EtcdStore(Store):
         deadline = time.monotonic() + self.lock_wait
         delay = 0.002
         while True:
-            lease = session.lease
+            lease = session.current()
             txn = {
                 "compare": [{"key": key, "target": "CREATE", "result": "EQUAL", "create_revision": 0}],
                 "success": [{"request_put": {"key": key, "value": _b64(lock.token), "lease": lease}}],
@@ -605,8 +605,10 @@ class EtcdStore(Store):
             if not lock.released:  # (a commit releases it) only if it is still ours
                 release = {"compare": [_compare_value(self.prefix + LOCK_KEY, lock.token)],
                            "success": [{"request_delete_range": {"key": key}}]}  # fmt: skip
-                with contextlib.suppress(StateError):  # else it goes with the lease
+                try:
                     self.etcd.post("/kv/txn", release)
+                except StateError:  # out of reach: let the lease, and the lock, expire
+                    session.renew(lease)
 
     def _read(self) -> _EtcdState:
         prefix = self.prefix.encode()
@@ -885,43 +887,53 @@ def _connection(config: EtcdState, retry_for: float) -> _Etcd:
 class _Session:
     """This process's lease on an etcd cluster (etcd's own lock recipe calls it a session):
     a thread keeps it alive while the process lives. A lease lost anyway (etcd out of reach
-    longer than its TTL) is replaced, and the keys put on it put again."""
+    longer than its TTL), or given up, is replaced on next use, and the keys put on it are
+    put again."""
 
     def __init__(self, etcd: _Etcd, ttl: int) -> None:
         self.etcd, self.ttl = etcd, ttl
         self.keys: set[str] = set()
         self.mutex = threading.Lock()
-        self.lease = self._grant()
+        self.lease: str | None = None
+        self.current()
         threading.Thread(target=self._keep, daemon=True, name="etcd-session").start()
+
+    def current(self) -> str:
+        """The lease (granted now if there is none)."""
+        with self.mutex:
+            if self.lease is None:
+                lease = str(self.etcd.post("/lease/grant", {"TTL": self.ttl, "ID": 0})["ID"])
+                for key in self.keys:
+                    self.etcd.post("/kv/put", {"key": _b64(key), "value": "", "lease": lease})
+                self.lease = lease
+            return self.lease
+
+    def renew(self, lost: str) -> None:
+        """Give up a lease that expired, or that holds a lock we could not release: it is
+        no longer kept alive, the next use gets a new one."""
+        with self.mutex:
+            if self.lease == lost:  # (another thread may have renewed it already)
+                self.lease = None
 
     def put(self, key: str) -> None:
         with self.mutex:
             self.keys.add(key)
-            self.etcd.post("/kv/put", {"key": _b64(key), "value": "", "lease": self.lease})
+        self.etcd.post("/kv/put", {"key": _b64(key), "value": "", "lease": self.current()})
 
     def delete(self, key: str) -> None:
         with self.mutex:
             self.keys.discard(key)
-            self.etcd.post("/kv/deleterange", {"key": _b64(key)})
-
-    def renew(self, lost: str) -> None:
-        with self.mutex:
-            if self.lease == lost:  # (another thread may have renewed it already)
-                self.lease = self._grant()
-                for key in self.keys:
-                    self.etcd.post("/kv/put", {"key": _b64(key), "value": "", "lease": self.lease})
-
-    def _grant(self) -> str:
-        return str(self.etcd.post("/lease/grant", {"TTL": self.ttl, "ID": 0})["ID"])
+        self.etcd.post("/kv/deleterange", {"key": _b64(key)})
 
     def _keep(self) -> None:
         while True:
             time.sleep(self.ttl / 3)  # the keep-alive period, well within the TTL
-            lease = self.lease
             with contextlib.suppress(StateError):  # out of reach: the next round tries again
+                lease = self.current()
                 answer = self.etcd.post("/lease/keepalive", {"ID": lease})
                 if int(answer.get("result", {}).get("TTL", 0)) <= 0:
                     self.renew(lease)
+                    self.current()  # the running operations' keys back at once
 
 
 _SESSIONS: dict[tuple[_Etcd, int], _Session] = {}
