@@ -8,7 +8,9 @@
 2. the holder's arbitrator probes fail (iptables DROP to TARGET in ITS network namespace
    only): it releases VIP (FAULT) and the peer takes it; never two holders;
 3. the probes come back: the old holder turns BACKUP and does not take VIP back (nopreempt);
-4. kill -9 of the holder's keepalived processes: the peer holds VIP within 10 s.
+4. kill -9 of the holder's keepalived processes (main and VRRP: a crash that cannot release
+   VIP): the peer holds VIP within 10 s, never two holders (the restarted keepalived removes
+   the stale VIP before the peer's master-down time).
 Prints one JSON line of measurements; exits 1 when a check fails. The hosts' notify hook
 writes the instance's state to /run/keepalived-test-state (converge.yml)."""
 
@@ -142,6 +144,7 @@ def main(vip: str, target: str, hosts: list[str]) -> int:
 
     ok = (result["old_holder_state"] == "FAULT" and not result.get("taken_back")
           and result["double_holder_samples_probe_fault"] == 0
+        and result["double_holder_samples_kill9"] == 0
           and result["probes_lost_takeover_s"] <= TAKEOVER_LIMIT_S
           and result["kill9_takeover_s"] <= TAKEOVER_LIMIT_S)  # fmt: skip
     return 0 if ok else 1
