@@ -4,7 +4,8 @@ The clc role renders it as /etc/cloud/cloud.yml on the CLC. cloudctl reads, in o
 $CLOUDCTL_CONFIG, /etc/cloud/cloud.yml (cloudctl runs on the CLC), <home>/cloud.yml (a copy
 fetched from the CLC by `cloudctl.cloud.runtime.fetch_config`; `cloudctl deploy` refreshes it).
 The file holds the Walrus secret key: copies are written 0600. The CA certificate of the
-CLC's API comes with the copy (<home>/ca.crt), and the copy's api.ca_file names it.
+CLC's API comes with the copy (<home>/ca.crt), and the copy's api.ca_file names it; for a
+CLC pair, so do the etcd state's TLS files (<home>/etcd/), named by the copy's `state:`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from cloudctl.config import CLC_CONFIG, CLC_INVENTORY, Settings
+from cloudctl.config import CLC_CONFIG, CLC_INVENTORY, FETCHED_CONFIG, Settings
 from cloudctl.errors import ConfigError, InputError
 
 ENV_CONFIG = "CLOUDCTL_CONFIG"
@@ -243,11 +244,20 @@ def load_config(path: Path) -> CloudConfig:
 
 
 def fetched_path(settings: Settings) -> Path:
-    return settings.home / "cloud.yml"
+    return settings.home / FETCHED_CONFIG
 
 
 def fetched_ca_path(settings: Settings) -> Path:
     return settings.home / "ca.crt"
+
+
+def fetched_etcd_dir(settings: Settings) -> Path:
+    """Where the copies of the etcd state's CA, client certificate and key go (a CLC pair)."""
+    return settings.home / "etcd"
+
+
+# The files of cloud.yml's `state:` mapping -> their copies' names in fetched_etcd_dir.
+ETCD_COPIES = {"ca_file": "ca.crt", "cert_file": "client.crt", "key_file": "client.key"}
 
 
 def config_path(settings: Settings, env: Mapping[str, str] | None = None) -> Path | None:
@@ -262,18 +272,28 @@ def config_path(settings: Settings, env: Mapping[str, str] | None = None) -> Pat
 
 
 def fetch_config(settings: Settings) -> Path:
-    """Copy the CLC's cloud.yml to <home>/cloud.yml (0600) with a runtime play."""
+    """Copy the CLC's cloud.yml to <home>/cloud.yml (0600) with a runtime play, with the
+    API's CA certificate and, for a CLC pair, the etcd state's CA, client certificate and key
+    (<home>/etcd/, 0600: cloudctl here works on the state in etcd, as on the CLCs)."""
     from cloudctl import runner  # runner imports ansible_runner: only when needed
 
     settings.ensure_home()
     dest, ca_dest = fetched_path(settings), fetched_ca_path(settings)
+    etcd_dir = fetched_etcd_dir(settings)
     ca_dest.unlink(missing_ok=True)  # the CLC may name no CA any more
-    old_umask = os.umask(0o077)  # ansible-playbook inherits it: the copy is born 0600
+    for name in ETCD_COPIES.values():
+        (etcd_dir / name).unlink(missing_ok=True)
+    old_umask = os.umask(0o077)  # ansible-playbook inherits it: the copies are born 0600
     try:
         result = runner.run_playbook(
             settings,
             "cloudctl.cloud.runtime.fetch_config",
-            extravars={"cloudctl_config_dest": str(dest), "cloudctl_ca_dest": str(ca_dest)},
+            extravars={
+                "cloudctl_config_dest": str(dest),
+                "cloudctl_ca_dest": str(ca_dest),
+                "cloudctl_etcd_dest": str(etcd_dir),
+                "cloudctl_etcd_copies": ETCD_COPIES,
+            },
             operation="fetch-config",
             journal=False,
         )
@@ -283,16 +303,22 @@ def fetch_config(settings: Settings) -> Path:
     if not dest.is_file():
         raise ConfigError(f"the CLC's cloud configuration was not copied to {dest}")
     dest.chmod(0o600)
-    if ca_dest.is_file():
-        point_at_ca_copy(dest, ca_dest)
+    point_at_copies(dest, ca_dest, etcd_dir)
     return dest
 
 
-def point_at_ca_copy(config_copy: Path, ca_copy: Path) -> None:
-    """Make the copy's api.ca_file name the CA certificate fetched beside it (the CLC's path
-    of it means nothing here). Written atomically, 0600."""
+def point_at_copies(config_copy: Path, ca_copy: Path, etcd_dir: Path) -> None:
+    """Make the copy's api.ca_file and state's TLS files name the copies fetched beside it
+    (the CLC's paths of them mean nothing here), where those were fetched. Written
+    atomically, 0600."""
     data = yaml.safe_load(config_copy.read_text(encoding="utf-8"))
-    data["api"]["ca_file"] = str(ca_copy)
+    if ca_copy.is_file() and data.get("api"):
+        data["api"]["ca_file"] = str(ca_copy)
+    state = data.get("state") or {}
+    for key, name in ETCD_COPIES.items():
+        if state.get(key) and (etcd_dir / name).is_file():
+            (etcd_dir / name).chmod(0o600)
+            state[key] = str(etcd_dir / name)
     tmp = config_copy.with_name(f".{config_copy.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:

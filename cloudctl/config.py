@@ -9,7 +9,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,8 @@ ENV_STATE = "CLOUDCTL_STATE"
 CLC_CONFIG = Path("/etc/cloud/cloud.yml")
 CLC_INVENTORY = Path("/etc/cloud/clc/inventory")
 STATE_FILE = "state.json"
+# The copy of the CLC's cloud.yml that cloudctl fetches into its home (cloudctl.cloudconfig).
+FETCHED_CONFIG = "cloud.yml"
 # The Ansible side of the product: one collection, inside the project's collections path.
 COLLECTION = "cloudctl.cloud"
 COLLECTION_DIR = Path("collections/ansible_collections/cloudctl/cloud")
@@ -294,6 +296,8 @@ def resolve_settings(
             state = named.state
     if state is None and etcd is None and not named and not env.get(ENV_HOME):
         state, etcd = clc_state()
+    if state is None and etcd is None:
+        etcd = fetched_state(home)
     return Settings(
         project_dir=project, inventory=inv, home=home, state_path=state, cloud=name,
         state_etcd=etcd,
@@ -313,6 +317,30 @@ def clc_state() -> tuple[Path | None, EtcdState | None]:
     path = Path(str(data["state_dir"])) / STATE_FILE if data.get("state_dir") else None
     etcd = parse_state(data.get("state"), str(CLC_CONFIG), str(data.get("cloud_id") or ""))
     return path, etcd
+
+
+def fetched_state(home: Path) -> EtcdState | None:
+    """Away from the CLC: the etcd state that the copy of cloud.yml fetched into the home
+    names (a CLC pair; its files name the client certificate fetched beside it), else None
+    (the state file in the home)."""
+    try:
+        data = yaml.safe_load((home / FETCHED_CONFIG).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+    if not isinstance(data, Mapping):
+        return None
+    spec = data.get("state")
+    return parse_state(spec, str(home / FETCHED_CONFIG), str(data.get("cloud_id") or ""))
+
+
+def with_fetched_state(settings: Settings) -> Settings:
+    """The settings with the etcd state of a freshly fetched cloud.yml (a deploy that made a
+    CLC pair), unless the state was chosen otherwise (etcd already, or a file named by
+    $CLOUDCTL_STATE or the clouds file)."""
+    if settings.state_etcd is not None or settings.state_path != settings.home / STATE_FILE:
+        return settings
+    etcd = fetched_state(settings.home)
+    return replace(settings, state_etcd=etcd) if etcd else settings
 
 
 def check_inventory(settings: Settings) -> list[str]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cloudctl.cloudconfig import fetched_path, get_config
-from cloudctl.config import Settings, check_inventory
+from cloudctl.config import Settings, check_inventory, with_fetched_state
 from cloudctl.errors import InputError
 from cloudctl.runner import PlayResult, ProgressCallback, previous_task_count, run_playbook
 from cloudctl.state import open_store
@@ -72,11 +72,15 @@ def deploy(
     return result
 
 
-def record_cloud(settings: Settings) -> bool:
+def record_cloud(settings: Settings) -> Settings | None:
     """After a deploy: the state records the cloud's id (made by the deploy), created when
-    there is none; the state of another cloud is refused. True when the state was written."""
+    there is none; the state of another cloud is refused. The state is the one the fresh
+    cloud.yml names (etcd once the deploy made a CLC pair). Returns the settings of that
+    state when it was written, else None."""
     config = get_config(settings)
-    return open_store(settings).initialize(config.cloud_id, config.cloud_name)
+    settings = with_fetched_state(settings)
+    written = open_store(settings).initialize(config.cloud_id, config.cloud_name)
+    return settings if written else None
 
 
 def host_summary(result: PlayResult) -> list[HostSummary]:

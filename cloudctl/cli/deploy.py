@@ -44,5 +44,6 @@ def deploy(
         if check:
             click.echo("Check mode: nothing was changed.", err=True)
     result.raise_for_failures()
-    if not check and deploy_service.record_cloud(settings):
-        click.echo(f"State {settings.state_location} records this cloud.", err=True)
+    recorded = None if check else deploy_service.record_cloud(settings)
+    if recorded:
+        click.echo(f"State {recorded.state_location} records this cloud.", err=True)

@@ -78,4 +78,7 @@ def test_a_clc_pair_shares_its_state_in_etcd_and_is_reached_at_its_vip(tmp_path)
     }  # fmt: skip
     assert config["state_dir"] == "/var/lib/cloud/clc/state"  # what `state migrate` reads
     assert config["api"]["endpoint"] == "https://192.0.2.100:8773/"
+    # zone-a's CC pair: operations go to both CCs (cloudctl/cc_hosts.py)
+    assert config["clusters"]["zone-a"]["ccs"] == ["cloud1", "cloud2"]
+    assert config["clusters"]["zone-a"]["cc"] == "cloud1"
     assert config["clusters"]["zone-a"]["gateway"] == "10.20.0.1"

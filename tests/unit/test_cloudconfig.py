@@ -8,13 +8,14 @@ import pytest
 import yaml
 
 from cloudctl.cloudconfig import (
+    ETCD_COPIES,
     Api,
     config_path,
     load_config,
-    point_at_ca_copy,
+    point_at_copies,
     public_ip_candidates,
 )
-from cloudctl.config import Settings
+from cloudctl.config import EtcdState, Settings, fetched_state, with_fetched_state
 from cloudctl.errors import ConfigError, InputError
 
 CONFIG = {
@@ -132,8 +133,33 @@ def test_the_fetched_copy_names_the_fetched_ca(tmp_path):
     api = {"endpoint": "https://10.0.0.5:8773/", "region": "eucalyptus",
            "ca_file": "/etc/cloud/clc/tls/ca.crt"}  # fmt: skip
     copy = write(tmp_path, {**CONFIG, "api": api})
-    point_at_ca_copy(copy, tmp_path / "ca.crt")
+    (tmp_path / "ca.crt").write_text("CA")
+    point_at_copies(copy, tmp_path / "ca.crt", tmp_path / "etcd")
     config = load_config(copy)
     assert config.api == Api("https://10.0.0.5:8773/", "eucalyptus", str(tmp_path / "ca.crt"))
     assert config.walrus.secret_key == "SK"
     assert copy.stat().st_mode & 0o777 == 0o600
+
+
+def test_the_fetched_copy_names_the_fetched_etcd_client_files(tmp_path):
+    """A CLC pair: cloudctl away from the CLCs works on the state in etcd with the copies of
+    the CA, client certificate and key fetched beside cloud.yml (0600)."""
+    state = {"backend": "etcd", "endpoints": ["https://10.0.0.5:2379"], "prefix": "/cloudctl/c/",
+             "ca_file": "/etc/cloud/etcd/tls/ca.crt", "cert_file": "/etc/cloud/etcd/tls/etcd.crt",
+             "key_file": "/etc/cloud/etcd/tls/etcd.key"}  # fmt: skip
+    copy = write(tmp_path, {**CONFIG, "cloud_id": "c", "state": state})
+    etcd_dir = tmp_path / "etcd"
+    etcd_dir.mkdir()
+    for name in ETCD_COPIES.values():
+        (etcd_dir / name).write_text(name)
+    point_at_copies(copy, tmp_path / "ca.crt", etcd_dir)
+    etcd = fetched_state(tmp_path)
+    assert etcd == EtcdState(("https://10.0.0.5:2379",), "/cloudctl/c/",
+                             str(etcd_dir / "ca.crt"), str(etcd_dir / "client.crt"),
+                             str(etcd_dir / "client.key"))  # fmt: skip
+    assert (etcd_dir / "client.key").stat().st_mode & 0o777 == 0o600
+    home_settings = Settings(project_dir=tmp_path, inventory=tmp_path, home=tmp_path)
+    assert with_fetched_state(home_settings).state_etcd == etcd
+    chosen = Settings(project_dir=tmp_path, inventory=tmp_path, home=tmp_path,
+                      state_path=tmp_path / "other.json")  # fmt: skip
+    assert with_fetched_state(chosen).state_etcd is None  # $CLOUDCTL_STATE wins
