@@ -2,19 +2,23 @@
 
 The application is built once, in the master, from the cloud's Settings; the workers fork from
 it. SIGTERM (or SIGINT) stops the master and its workers gracefully: requests in flight finish
-within `graceful_timeout`.
+within `graceful_timeout`. With the state in etcd (a CLC pair), each worker process also runs
+the takeover worker (cloudctl/api/takeover.py) in a thread: one of them, on one CLC, is elected.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
 from cloudctl.api.app import Api
+from cloudctl.api.takeover import Takeover, reconcile_settler
+from cloudctl.state import EtcdStore
 
 DEFAULT_BIND = "127.0.0.1:8773"  # Eucalyptus's port for its EC2 API
 
@@ -54,6 +58,8 @@ class ApiServer(BaseApplication):
             "control_socket_disable": True,
             "limit_request_line": 8190,  # long presigned GET URLs
         }
+        if isinstance(self.application.store, EtcdStore):
+            settings |= {"post_worker_init": self._start_takeover, "worker_exit": _stop_takeover}
         if self.options.certfile:
             settings |= {"certfile": self.options.certfile, "keyfile": self.options.keyfile}
         for key, value in settings.items():
@@ -61,6 +67,17 @@ class ApiServer(BaseApplication):
 
     def load(self) -> Api:
         return self.application
+
+    def _start_takeover(self, worker: Any) -> None:
+        """In each worker process, after the fork (a thread does not survive one)."""
+        app = self.application
+        worker.takeover = Takeover(EtcdStore(app.store.config), reconcile_settler(app.settings))
+        threading.Thread(target=worker.takeover.run, daemon=True, name="takeover").start()
+
+
+def _stop_takeover(server: Any, worker: Any) -> None:
+    if hasattr(worker, "takeover"):
+        worker.takeover.stop()
 
 
 def serve(app: Api, options: ServeOptions) -> None:
