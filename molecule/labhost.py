@@ -82,6 +82,12 @@ def load_info(name: str) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def load_extra(kind: str, name: str) -> dict | None:
+    """The record of the wire or stub NAME (kind wires or stubs), None when there is none."""
+    path = extra_path(kind, name)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def all_hosts() -> list[dict]:
     hosts_dir = LAB_DIR / "hosts"
     if not hosts_dir.exists():
@@ -301,9 +307,10 @@ def new_netns(name: str) -> str:
 def wire(name: str, hosts: list[str], ifname: str = "eth1") -> dict:
     """An L2 link between lab hosts (say, an instance network between a CC and its NCs): a
     bridge in its own netns, a veth from it into each host, named IFNAME there, up and without
-    an address (the roles enslave it to their bridges)."""
+    an address (the roles enslave it to their bridges). A stub may be linked too (say, a
+    router on a public side)."""
     with LabLock():
-        infos = [load_info(host) for host in hosts]
+        infos = [load_info(host) or load_extra("stubs", host) for host in hosts]
         if missing := [h for h, info in zip(hosts, infos) if not info]:
             raise SystemExit(f"labhost: no lab host {', '.join(missing)}")
         ns = new_netns(name)
