@@ -13,7 +13,9 @@ a bucket) they remove again. Sections:
 - cloudctl itself: `instance list` with 1,000 records, 20 commands at once (bench/cli.py);
 - resident memory: cloudctl, QEMU per instance, Walrus (bench/memory.py);
 - the state store: transactions/s of the TinyDB file vs etcd, 3 members on loopback
-  (bench/state_store.py; needs no cloud).
+  (bench/state_store.py; needs no cloud);
+- only with `--only ha`: the faults of issue 12 against the deployed HA lab
+  (`scripts/halab.sh up`), each run --repeat times (bench/ha_faults.py; no demo cloud).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import time
 from pathlib import Path
 
 import cli
+import ha_faults
 import memory
 import runtime
 import state_store
@@ -44,7 +47,8 @@ from common import (
 DOC = PROJECT / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- BENCH:BEGIN -->", "<!-- BENCH:END -->"
 SECTIONS = ("runtime", "cli", "memory", "state")
-NO_CLOUD = {"state"}  # sections that need no demo cloud
+OPT_IN = ("ha",)  # sections run only when named: the HA lab takes a deploy of its own
+NO_CLOUD = {"state", "ha"}  # sections that need no demo cloud
 
 
 def table(rows: list[Row]) -> str:
@@ -59,7 +63,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3, help="runs per timing (median)")
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
-    parser.add_argument("--only", choices=SECTIONS, action="append", help="some sections only")
+    parser.add_argument(
+        "--only", choices=SECTIONS + OPT_IN, action="append", help="some sections only"
+    )
     args = parser.parse_args()
     only = set(args.only or SECTIONS)
     if args.write and only != set(SECTIONS):
@@ -118,6 +124,17 @@ def main() -> int:
             note = f"Median of {args.repeat} runs each; load average at the start {load}."
             out += ["### The state store: TinyDB file vs etcd (`bench/state_store.py`)", "",
                     note, "", table(rows), ""]  # fmt: skip
+        if "ha" in only:
+            print("bench: HA faults", file=sys.stderr)
+            load = load_average()
+            lab = ha_faults.Lab.of_halab()
+            results = [ha_faults.measure(lab, fault)
+                       for _ in range(args.repeat) for fault in ha_faults.FAULTS.values()]  # fmt: skip
+            note = (f"Each fault {args.repeat} times on the HA lab (`scripts/halab.sh up`), "
+                    f"clients through the virtual addresses; load average at the start {load}.")  # fmt: skip
+            problems = [f"- {r.fault}: {p}" for r in results for p in r.problems()]
+            out += ["### HA faults (`bench/ha_faults.py`)", "", note, "",
+                    *ha_faults.summary(results), "", *problems]  # fmt: skip
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
