@@ -611,12 +611,56 @@ class EtcdStore(Store):
                     session.renew(lease)
 
     def _read(self) -> _EtcdState:
+        """The prefix at one revision. The process keeps what it read last: it then reads
+        only the keys changed since, and counts the records at the same revision (one
+        read-only etcd transaction) to tell that none was deleted; else it reads it all."""
+        cached = _READS.get((self.etcd, self.prefix))
+        if cached is not None:
+            state = self._read_changes(cached)
+            if state is not None:
+                _READS[(self.etcd, self.prefix)] = state
+                return state
         prefix = self.prefix.encode()
         answer = self.etcd.post(
             "/kv/range", {"key": _b64(prefix), "range_end": _b64(_prefix_end(prefix))}
         )
         state = _EtcdState(int(answer["header"]["revision"]))
-        for kv in answer.get("kvs", []):
+        self._take(state, answer.get("kvs", []))
+        _READS[(self.etcd, self.prefix)] = state
+        return state
+
+    def _read_changes(self, cached: _EtcdState) -> _EtcdState | None:
+        """`cached` brought up to date, or None when records were deleted since."""
+
+        def counted(start: str, end: str | None = None) -> dict[str, Any]:
+            ranged = {"key": _b64(self.prefix + start), "count_only": True}
+            return {
+                "request_range": ranged | ({"range_end": _b64(self.prefix + end)} if end else {})
+            }
+
+        prefix = self.prefix.encode()
+        changed = {"key": _b64(prefix), "range_end": _b64(_prefix_end(prefix)),
+                   "min_mod_revision": cached.revision + 1}  # fmt: skip
+        ops = {"key": _b64(self.prefix + OPERATIONS), "keys_only": True,
+               "range_end": _b64(_prefix_end((self.prefix + OPERATIONS).encode()))}  # fmt: skip
+        answer = self.etcd.post("/kv/txn", {"success": [
+            {"request_range": changed}, counted("t/", "t0"), counted("a/", "a0"), counted("cloud"),
+            {"request_range": ops},
+        ]})  # fmt: skip
+        ranges = [r["response_range"] for r in answer["responses"]]
+        state = _EtcdState(int(answer["header"]["revision"]), dict(cached.records))
+        self._take(
+            state, [kv for kv in ranges[0].get("kvs", []) if not _is_operation(kv, self.prefix)]
+        )
+        self._take(state, ranges[4].get("kvs", []))
+        if sum(int(r.get("count", 0)) for r in ranges[1:4]) != len(state.records):
+            return None
+        return state
+
+    def _take(self, state: _EtcdState, kvs: list[dict[str, Any]]) -> None:
+        """Put what etcd answered into `state`: records (checked to be JSON objects) and
+        running operations; the lock and the commit token are not the state's."""
+        for kv in kvs:
             key = base64.b64decode(kv["key"]).decode()[len(self.prefix) :]
             if key.startswith(OPERATIONS):
                 state.operations.add(key[len(OPERATIONS) :])
@@ -632,9 +676,8 @@ class EtcdStore(Store):
                         "hold a JSON object); restore it from a backup"
                     )
                 state.records[key] = _Record(
-                    doc, raw, int(kv["mod_revision"]), int(kv["create_revision"])
+                    raw, int(kv["mod_revision"]), int(kv["create_revision"])
                 )
-        return state
 
     def _commit(self, state: _EtcdState, records: dict[str, dict[str, Any]], token: str) -> bool:
         """Write what changed and release the lock in one etcd transaction; False when
@@ -698,10 +741,14 @@ class _Lock:
 
 @dataclass
 class _Record:
-    doc: dict[str, Any]  # handed to one transaction: it may change it
     raw: bytes  # what etcd holds: a commit writes only the records whose JSON differs
     mod_revision: int
     create_revision: int
+
+    @property
+    def doc(self) -> dict[str, Any]:
+        """A new copy each time (a transaction may change it)."""
+        return json.loads(self.raw)
 
 
 @dataclass
@@ -724,6 +771,14 @@ class _EtcdState:
             table = data.setdefault(_table_of(key), {})  # type: ignore[arg-type]
             table[str(len(table) + 1)] = record.doc
         return data
+
+
+# What each process read last of each state (EtcdStore._read), by connection and prefix.
+_READS: dict[tuple[_Etcd, str], _EtcdState] = {}
+
+
+def _is_operation(kv: dict[str, Any], prefix: str) -> bool:
+    return base64.b64decode(kv["key"]).decode().startswith(prefix + OPERATIONS)
 
 
 def _json(doc: dict[str, Any]) -> bytes:
