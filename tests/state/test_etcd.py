@@ -80,6 +80,22 @@ def test_a_commit_whose_answer_was_lost_is_not_applied_twice(etcd_store):
     assert etcd_store._read().records["t/counters/c-1"].mod_revision == revision
 
 
+def test_reads_see_what_other_controllers_changed(etcd_store):
+    """A process reads only what changed since its last read: deletions (the record count
+    at that revision tells them) and creations by others are seen all the same."""
+    with etcd_store.transaction() as tx:
+        for name in ("i-1", "i-2", "i-3"):
+            tx.table("instances").insert({"id": name, **OWNER, "state": "pending"})
+    assert len(etcd_store.all("instances")) == 3
+    etcd_store.etcd.post("/kv/deleterange", {"key": _b64(etcd_store.prefix + "t/instances/i-1")})
+    _put(etcd_store, "t/instances/i-4", json.dumps({"id": "i-4", **OWNER}))  # as many as before
+    _put(etcd_store, "t/instances/i-2", json.dumps({"id": "i-2", **OWNER, "state": "running"}))
+    assert [(r["id"], r.get("state")) for r in etcd_store.all("instances")] == [
+        ("i-2", "running"), ("i-3", "pending"), ("i-4", None)]  # fmt: skip
+    etcd_store.etcd.post("/kv/deleterange", {"key": _b64(etcd_store.prefix + "t/instances/i-3")})
+    assert [r["id"] for r in etcd_store.all("instances")] == ["i-2", "i-4"]
+
+
 def _hold_lock_and_die(config: EtcdState, ready) -> None:
     store = EtcdStore(config, lock_ttl=2)
     with store.transaction() as tx:
