@@ -38,12 +38,14 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -297,6 +299,34 @@ class S3Objects(Client):
             )
 
 
+class ElasticIpProbe(Client):
+    """An instance's elastic IP from the public side (a lab netns): a TCP connection to its
+    SSH port as the write, a ping as the read. Nothing is stored: nothing can be lost."""
+
+    kind = "eip"
+
+    def __init__(self, public_netns: str, address: str):
+        self.in_ns = ["ip", "netns", "exec", public_netns]
+        self.address = address
+        self.connected: set[int] = set()
+        self.instance: dict[str, Any] = {}  # the instance's record (cloudctl instance show)
+
+    def run(self, *command: str) -> None:
+        proc = subprocess.run([*self.in_ns, *command], capture_output=True, check=False)
+        if proc.returncode:
+            raise ConnectionError(f"{command[0]} {self.address}: exit {proc.returncode}")
+
+    def write(self, seq: int) -> None:
+        self.run("timeout", "1", "bash", "-c", f"exec 3<>/dev/tcp/{self.address}/22")
+        self.connected.add(seq)
+
+    def read(self, seq: int) -> None:
+        self.run("ping", "-c", "1", "-W", "1", "-q", self.address)
+
+    def written(self) -> set[int]:
+        return set(self.connected)
+
+
 class Load:
     """A writer and a reader thread per client, one request each every 100 ms."""
 
@@ -411,11 +441,12 @@ def kill_services(host: str) -> list[str]:
 
 
 def cut_network(host: str, mend: bool = False) -> None:
-    """Drop every frame to or from the host's port on the lab switch and on the instance
-    wire (ebtables in those bridges' namespaces; the host itself is untouched)."""
+    """Drop every frame to or from the host's port on the lab switch and on every wire it
+    is on (the instance network, the public side): ebtables in those bridges' namespaces,
+    the host itself untouched, its links stay up (a silent partition)."""
+    wires = halab.labhost.extras("wires")
     ports = [(halab.labhost.SWITCH_NS, f"h-{host}")]
-    if host in halab.WIRED:
-        ports.append((netns(halab.WIRE), f"w-{host}"))
+    ports += [(w["netns"], f"w-{host}") for w in wires if host in w["hosts"]]
     for ns, port in ports:
         for direction in ("-i", "-o"):
             rule = ["FORWARD", direction, port, "-j", "DROP"]
@@ -434,8 +465,9 @@ class Fault:
     inject: Callable[[str], object]  # on the target host
     restore: Callable[[str], object]
     on_primary: bool = True  # the target: the primary, else the secondary
-    takeover: bool = True  # the addresses must move to the other host
+    takeover: bool = True  # the target's addresses must move to the other host
     prepare: Fault | None = None  # a fault injected (unmeasured) first: `inject` undoes it
+    primary_of: str = "clc"  # the primary: the holder of this virtual address
 
 
 NETWORK_CUT = Fault(
@@ -479,6 +511,10 @@ FAULTS = {
         ),
     ]
 }
+# The CC pair: the holder of the zone's gateway cut off while an instance's elastic IP is
+# probed from the public side (ElasticIpProbe).
+CC_NETWORK_CUT = replace(NETWORK_CUT, name="cc-network-cut", primary_of="cc-zone-a",
+                         what="the CC primary's network cut, an elastic IP probed")  # fmt: skip
 
 
 # --- running one fault -------------------------------------------------------------------
@@ -514,7 +550,8 @@ class Result:
             found.append(f"two holders in {len(self.double_samples)} samples: "
                          f"{self.double_samples[:3]}")  # fmt: skip
         if self.wrong_holder_samples:
-            found.append(f"an address left {self.primary} in {self.wrong_holder_samples} samples")
+            found.append(f"an address moved (no takeover may happen) in "
+                         f"{self.wrong_holder_samples} samples")  # fmt: skip
         return found
 
 
@@ -531,13 +568,13 @@ def one_holder_each(sampler: HolderSampler) -> bool:
     return all(sampler.holder(vip) for vip in sampler.lab.vips)
 
 
-def watch(sampler: HolderSampler, seconds: float, holder: str | None) -> None:
+def watch(sampler: HolderSampler, seconds: float, expected: dict[str, str]) -> None:
     """Keep sampling for `seconds` (a late take-back or a double holder shows up then);
     ends early once one has."""
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         last = sampler.samples[-1].holders
-        if any(len(h) > 1 or (holder and h != [holder]) for h in last.values()):
+        if any(held != [expected[vip]] for vip, held in last.items()):
             return
         time.sleep(SAMPLE_S / 2)
 
@@ -550,27 +587,31 @@ def run_fault(lab: Lab, fault: Fault, clients: list[Client], timeout_s: float = 
     sampler.start()
     load = Load(clients)
     target = None
+
+    def holders_become(want: dict[str, str], what: str) -> None:
+        wait_until(what, lambda: all(sampler.holder(v) == h for v, h in want.items()), timeout_s)
+
     try:
         wait_until("single holder of every address", lambda: one_holder_each(sampler), timeout_s)
         load.start()
         began = time.monotonic()
         wait_until("success of every client", lambda: all(
             load.ok_since(c.kind, began) for c in clients), timeout_s)  # fmt: skip
-        primary = sampler.holder("clc")
+        primary = sampler.holder(fault.primary_of)
         target = primary if fault.on_primary else lab.peer(primary)
+        away = {v: lab.peer(target) for v in lab.vips if sampler.holder(v) == target}
         if fault.prepare:
             fault.prepare.inject(target)
-            wait_until(f"takeover by {lab.peer(primary)}", lambda: all(
-                sampler.holder(v) == lab.peer(primary) for v in lab.vips), timeout_s)  # fmt: skip
-        holder = lab.peer(primary) if fault.takeover or fault.prepare else primary
+            holders_become(away, f"takeover by {lab.peer(target)}")
+        expected = {v: sampler.holder(v) for v in lab.vips}
+        if fault.takeover:
+            expected |= away
         at = time.monotonic()
         killed = fault.inject(target)
         wait_until("first success of every client", lambda: all(
             load.ok_since(c.kind, at) for c in clients), timeout_s)  # fmt: skip
-        if fault.takeover:
-            wait_until(f"takeover by {holder}", lambda: all(
-                sampler.holder(v) == holder for v in lab.vips), timeout_s)  # fmt: skip
-        watch(sampler, WATCH_S, None if fault.takeover else holder)
+        holders_become(expected, f"holders {expected}")
+        watch(sampler, WATCH_S, expected)
         until = time.monotonic()
         fault.restore(target)
         wait_healthy(lab, sampler, timeout_s=max(timeout_s, 120))
@@ -595,7 +636,7 @@ def run_fault(lab: Lab, fault: Fault, clients: list[Client], timeout_s: float = 
         double_samples=[{"t": round(s.at - at, 2), **s.holders} for s in double_holders(samples)],
         holder_after={v: sampler.holder(v) for v in lab.vips},
         wrong_holder_samples=0 if fault.takeover else sum(
-            foreign_holders(samples, v, holder, at) for v in lab.vips),
+            foreign_holders(samples, v, h, at) for v, h in expected.items()),
         killed=killed if isinstance(killed, list) else [],
         samples=len(samples), seconds=round(time.monotonic() - started, 1),
     )  # fmt: skip
@@ -741,14 +782,69 @@ def lab_clients(lab: Lab, run: str) -> list[Client]:
     return [Ec2KeyPairs(ec2, f"f{run}", public_key()), S3Objects(s3, f"f{run}")]
 
 
-def measure(lab: Lab, fault: Fault) -> Result:
-    """One run of the fault with fresh clients; what they wrote removed afterwards."""
+def measure(lab: Lab, fault: Fault, extra: list[Client] = ()) -> Result:
+    """One run of the fault with fresh clients (and `extra` ones); what they wrote removed
+    afterwards."""
     clients = lab_clients(lab, uuid.uuid4().hex[:8])
     try:
-        return run_fault(lab, fault, clients)
+        return run_fault(lab, fault, [*clients, *extra])
     finally:
         for client in clients:
             client.clean()
+
+
+@contextmanager
+def instance_on_elastic_ip(boot_timeout_s: float = 300) -> Iterator[ElasticIpProbe]:
+    """An instance of the test image in zone-a with an elastic IP that the public side (the
+    lab gateway's netns) reaches by TCP (its SSH port) and ping; removed afterwards."""
+    subprocess.run([sys.executable, str(PROJECT / "scripts/build-test-image.py")], check=True,
+                   capture_output=True)  # fmt: skip
+    image_dir = PROJECT / ".cache/test-image"
+    made: dict[str, str] = {}
+    with tempfile.TemporaryDirectory() as work:
+        root = Path(work) / "root.qcow2"
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(root), "64M"], check=True)
+        rows = cloudctl("image", "register", f"ha-faults-{uuid.uuid4().hex[:6]}",
+                        "--file", str(root), "--kernel", str(image_dir / "vmlinuz"),
+                        "--ramdisk", str(image_dir / "initrd.img"))  # fmt: skip
+    try:
+        # the machine image first: a kernel or ramdisk still in use cannot go
+        made["images"] = " ".join(
+            r["id"] for r in sorted(rows, key=lambda r: r["kind"] != "machine")
+        )
+        emi = next(row["id"] for row in rows if row["kind"] == "machine")
+        group = f"ha-faults-{uuid.uuid4().hex[:6]}"
+        cloudctl("group", "create", group, "--description", "ha_faults: SSH and ping")
+        made["group"] = group
+        for rule in (["--protocol", "tcp", "--port", "22"], ["--protocol", "icmp"]):
+            cloudctl("group", "authorize", group, *rule, "--cidr", "0.0.0.0/0")
+        [instance] = cloudctl("instance", "run", "--image", emi, "--group", group)
+        made["instance"] = instance["id"]
+        [address] = cloudctl("address", "allocate")
+        made["address"] = address["public_ip"]
+        cloudctl("address", "associate", address["public_ip"], "--instance", instance["id"])
+        probe = ElasticIpProbe(netns(halab.GATEWAY), address["public_ip"])
+
+        def answers() -> bool:
+            try:
+                probe.write(0)
+                return True
+            except ConnectionError:
+                return False
+
+        wait_until(f"{instance['id']} answering on {address['public_ip']}", answers,
+                   boot_timeout_s)  # fmt: skip
+        probe.instance = cloudctl("instance", "show", instance["id"])[0]
+        yield probe
+    finally:
+        if "address" in made:
+            cloudctl("address", "release", made["address"])
+        if "instance" in made:
+            cloudctl("instance", "terminate", made["instance"])
+        if "group" in made:
+            cloudctl("group", "delete", made["group"])
+        for image in made.get("images", "").split():
+            cloudctl("image", "deregister", image)
 
 
 # --- the report --------------------------------------------------------------------------
