@@ -38,13 +38,11 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -301,7 +299,8 @@ class S3Objects(Client):
 
 class ElasticIpProbe(Client):
     """An instance's elastic IP from the public side (a lab netns): a TCP connection to its
-    SSH port as the write, a ping as the read. Nothing is stored: nothing can be lost."""
+    SSH port (write), the SSH server's greeting read through it (read). Nothing is stored:
+    nothing can be lost."""
 
     kind = "eip"
 
@@ -316,12 +315,15 @@ class ElasticIpProbe(Client):
         if proc.returncode:
             raise ConnectionError(f"{command[0]} {self.address}: exit {proc.returncode}")
 
+    def connect(self, then: str = "") -> None:
+        self.run("timeout", "1", "bash", "-c", f"exec 3<>/dev/tcp/{self.address}/22{then}")
+
     def write(self, seq: int) -> None:
-        self.run("timeout", "1", "bash", "-c", f"exec 3<>/dev/tcp/{self.address}/22")
+        self.connect()
         self.connected.add(seq)
 
     def read(self, seq: int) -> None:
-        self.run("ping", "-c", "1", "-W", "1", "-q", self.address)
+        self.connect("; head -c 4 <&3 | grep -q SSH-")
 
     def written(self) -> set[int]:
         return set(self.connected)
@@ -515,6 +517,7 @@ FAULTS = {
 # probed from the public side (ElasticIpProbe).
 CC_NETWORK_CUT = replace(NETWORK_CUT, name="cc-network-cut", primary_of="cc-zone-a",
                          what="the CC primary's network cut, an elastic IP probed")  # fmt: skip
+ALL_FAULTS = {**FAULTS, CC_NETWORK_CUT.name: CC_NETWORK_CUT}
 
 
 # --- running one fault -------------------------------------------------------------------
@@ -793,58 +796,31 @@ def measure(lab: Lab, fault: Fault, extra: list[Client] = ()) -> Result:
             client.clean()
 
 
-@contextmanager
-def instance_on_elastic_ip(boot_timeout_s: float = 300) -> Iterator[ElasticIpProbe]:
-    """An instance of the test image in zone-a with an elastic IP that the public side (the
-    lab gateway's netns) reaches by TCP (its SSH port) and ping; removed afterwards."""
-    subprocess.run([sys.executable, str(PROJECT / "scripts/build-test-image.py")], check=True,
-                   capture_output=True)  # fmt: skip
-    image_dir = PROJECT / ".cache/test-image"
-    made: dict[str, str] = {}
-    with tempfile.TemporaryDirectory() as work:
-        root = Path(work) / "root.qcow2"
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(root), "64M"], check=True)
-        rows = cloudctl("image", "register", f"ha-faults-{uuid.uuid4().hex[:6]}",
-                        "--file", str(root), "--kernel", str(image_dir / "vmlinuz"),
-                        "--ramdisk", str(image_dir / "initrd.img"))  # fmt: skip
-    try:
-        # the machine image first: a kernel or ramdisk still in use cannot go
-        made["images"] = " ".join(
-            r["id"] for r in sorted(rows, key=lambda r: r["kind"] != "machine")
-        )
-        emi = next(row["id"] for row in rows if row["kind"] == "machine")
-        group = f"ha-faults-{uuid.uuid4().hex[:6]}"
-        cloudctl("group", "create", group, "--description", "ha_faults: SSH and ping")
-        made["group"] = group
-        for rule in (["--protocol", "tcp", "--port", "22"], ["--protocol", "icmp"]):
-            cloudctl("group", "authorize", group, *rule, "--cidr", "0.0.0.0/0")
-        [instance] = cloudctl("instance", "run", "--image", emi, "--group", group)
-        made["instance"] = instance["id"]
-        [address] = cloudctl("address", "allocate")
-        made["address"] = address["public_ip"]
-        cloudctl("address", "associate", address["public_ip"], "--instance", instance["id"])
-        probe = ElasticIpProbe(netns(halab.GATEWAY), address["public_ip"])
+def measure_named(lab: Lab, name: str) -> Result:
+    """A fault of ALL_FAULTS; the CC pair's with an elastic IP probed from the public side."""
+    extra = [elastic_ip_probe()] if name == CC_NETWORK_CUT.name else []
+    return measure(lab, ALL_FAULTS[name], extra)
 
-        def answers() -> bool:
-            try:
-                probe.write(0)
-                return True
-            except ConnectionError:
-                return False
 
-        wait_until(f"{instance['id']} answering on {address['public_ip']}", answers,
-                   boot_timeout_s)  # fmt: skip
-        probe.instance = cloudctl("instance", "show", instance["id"])[0]
-        yield probe
-    finally:
-        if "address" in made:
-            cloudctl("address", "release", made["address"])
-        if "instance" in made:
-            cloudctl("instance", "terminate", made["instance"])
-        if "group" in made:
-            cloudctl("group", "delete", made["group"])
-        for image in made.get("images", "").split():
-            cloudctl("image", "deregister", image)
+def elastic_ip_probe() -> ElasticIpProbe:
+    """The probe of an elastic IP associated with a running instance of the lab's cloud (the
+    HA lab fixture's instance, tests/integration/ha_fixtures.py; started by it if the lab
+    has none)."""
+    running = {i["id"]: i for i in cloudctl("instance", "list") if i["state"] == "running"}
+    found = [a for a in cloudctl("address", "list") if a.get("instance") in running]
+    if not found:
+        sys.path.insert(0, str(PROJECT))
+        from tests.integration.ha_fixtures import HaLab, run_instance
+
+        run_instance(lab := HaLab())
+        return elastic_ip_probe_of(lab.ids["eip"], lab.ids["instance"])
+    return elastic_ip_probe_of(found[0]["public_ip"], running[found[0]["instance"]])
+
+
+def elastic_ip_probe_of(public_ip: str, instance: dict[str, Any]) -> ElasticIpProbe:
+    probe = ElasticIpProbe(netns(halab.GATEWAY), public_ip)
+    probe.instance = instance
+    return probe
 
 
 # --- the report --------------------------------------------------------------------------
@@ -865,7 +841,7 @@ def summary(results: list[Result]) -> list[str]:
         failed = sum(sum(r.failed_requests.values()) for r in runs)
         lost = sum(len(v) for r in runs for v in r.lost.values())
         acked = sum(sum(r.acked.values()) for r in runs)
-        rows.append(f"| {FAULTS[name].what} | {len(runs)} "
+        rows.append(f"| {ALL_FAULTS[name].what} | {len(runs)} "
                     f"| {statistics.median(firsts):.2f} / {max(firsts):.2f} "
                     f"| {statistics.median(outages):.2f} / {max(outages):.2f} | {failed} "
                     f"| {lost} of {acked} | {max(r.max_holders for r in runs)} |")  # fmt: skip
@@ -875,15 +851,15 @@ def summary(results: list[Result]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3, help="runs of each fault")
-    parser.add_argument("--fault", choices=list(FAULTS), action="append", help="some only")
+    parser.add_argument("--fault", choices=list(ALL_FAULTS), action="append", help="some only")
     parser.add_argument("--json", type=Path, help="every run's measurements into this file")
     args = parser.parse_args(argv)
     lab = Lab.of_halab()
     results = []
     for _ in range(args.repeat):
-        for name in args.fault or FAULTS:
+        for name in args.fault or ALL_FAULTS:
             print(f"ha_faults: {name}", file=sys.stderr)
-            results.append(result := measure(lab, FAULTS[name]))
+            results.append(result := measure_named(lab, name))
             print(json.dumps(result.__dict__), file=sys.stderr)
     if args.json:
         args.json.write_text(json.dumps([r.__dict__ for r in results], indent=1))

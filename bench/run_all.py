@@ -128,8 +128,8 @@ def main() -> int:
             print("bench: HA faults", file=sys.stderr)
             load = load_average()
             lab = ha_faults.Lab.of_halab()
-            results = [ha_faults.measure(lab, fault)
-                       for _ in range(args.repeat) for fault in ha_faults.FAULTS.values()]  # fmt: skip
+            results = [ha_faults.measure_named(lab, name)
+                       for _ in range(args.repeat) for name in ha_faults.ALL_FAULTS]  # fmt: skip
             note = (f"Each fault {args.repeat} times on the HA lab (`scripts/halab.sh up`), "
                     f"clients through the virtual addresses; load average at the start {load}.")  # fmt: skip
             problems = [f"- {r.fault}: {p}" for r in results for p in r.problems()]
