@@ -193,7 +193,7 @@ def _host_addresses(result: PlayResult) -> dict[str, str]:
 def etcd_statuses(config: EtcdState, hosts: dict[str, str]) -> list[ComponentStatus]:
     """One row per member of the state's etcd cluster, as each answers cloudctl itself;
     `hosts`: address -> inventory name (the row's host)."""
-    from cloudctl.state import _client  # the state backend's client: the same TLS files
+    from cloudctl.state import _client, _reason  # the state backend's client and errors
 
     answers: dict[str, dict[str, Any] | str] = {}
     for url in config.endpoints:
@@ -201,7 +201,7 @@ def etcd_statuses(config: EtcdState, hosts: dict[str, str]) -> list[ComponentSta
         try:
             answers[url] = client.post(client.get_url("/maintenance/status"), json={})
         except etcd_errors.Etcd3Exception as exc:
-            answers[url] = str(exc.detail_text or exc).splitlines()[0][:200]
+            answers[url] = _reason(exc)
     members = {
         str(a["header"]["member_id"]): url for url, a in answers.items() if isinstance(a, dict)
     }
