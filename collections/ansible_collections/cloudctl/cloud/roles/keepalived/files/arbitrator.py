@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The arbitrator, keepalived's vrrp_script: Eucalyptus's rule on this host's probes.
 
@@ -27,7 +26,7 @@ PROBE_TIMEOUT_S = 1
 
 
 def probe(target: str) -> bool:
-    kind, _, rest = target.partition(":")
+    kind, rest = target.split(":", 1) if ":" in target else (target, "")
     if kind == "icmp":
         ping = ["ping", "-n", "-q", "-c1", f"-W{PROBE_TIMEOUT_S}", "--", rest]
         return (
@@ -37,7 +36,7 @@ def probe(target: str) -> bool:
             == 0
         )
     if kind == "tcp":
-        host, _, port = rest.rpartition(":")
+        host, port = rest.rsplit(":", 1) if ":" in rest else (rest, "")
         try:
             with socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT_S):
                 return True

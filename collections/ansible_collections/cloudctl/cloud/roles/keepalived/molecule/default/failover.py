@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Faults against a keepalived pair on two lab hosts, the virtual address sampled every 100 ms.
 
@@ -144,7 +143,7 @@ def main(vip: str, target: str, hosts: list[str]) -> int:
 
     ok = (result["old_holder_state"] == "FAULT" and not result.get("taken_back")
           and result["double_holder_samples_probe_fault"] == 0
-        and result["double_holder_samples_kill9"] == 0
+          and result["double_holder_samples_kill9"] == 0
           and result["probes_lost_takeover_s"] <= TAKEOVER_LIMIT_S
           and result["kill9_takeover_s"] <= TAKEOVER_LIMIT_S)  # fmt: skip
     return 0 if ok else 1
