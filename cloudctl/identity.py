@@ -134,7 +134,7 @@ class Identity:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self.key_path = store.path.with_name(store.path.name + ".identity-key")
+        self.key_path = store.key_path
 
     # --- accounts ------------------------------------------------------------------------
 
@@ -278,6 +278,8 @@ class Identity:
 
     def _fernet(self, create: bool = False) -> Fernet:
         """The key that encrypts secrets, made (0600) on first need."""
+        if self.key_path is None:
+            raise StateError(f"no identity key for the state in {self.store.name}")
         try:
             return Fernet(self.key_path.read_bytes().strip())
         except FileNotFoundError:

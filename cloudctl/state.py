@@ -302,6 +302,10 @@ class Store:
     and where its state is (`name`, for messages)."""
 
     name: str
+    # The key that encrypts secrets in the state (cloudctl/identity.py), a file of the CLC
+    # beside its state file: never in the state itself. With etcd, the same path on each CLC
+    # (the deploy gives them the same key); None: there is none (secrets cannot be read).
+    key_path: Path | None
 
     def transaction(self) -> contextlib.AbstractContextManager[Transaction]:
         raise NotImplementedError
@@ -383,6 +387,7 @@ class StateStore(Store):
         self.path = Path(path).absolute()
         self.name = str(self.path)
         self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self.key_path = _key_path(self.path)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Transaction]:
@@ -524,6 +529,7 @@ class EtcdStore(Store):
         self,
         config: EtcdState,
         *,
+        state_file: Path | None = None,
         lock_ttl: int | None = None,
         lock_wait: float | None = None,
         operation_ttl: int | None = None,
@@ -532,6 +538,8 @@ class EtcdStore(Store):
         self.config = config
         self.prefix = config.prefix
         self.name = str(config)
+        # state_file: where this CLC's state file is (or was, before `state migrate`)
+        self.key_path = _key_path(state_file) if state_file else None
         self.lock_ttl = lock_ttl or LOCK_TTL
         self.lock_wait = lock_wait or LOCK_WAIT
         self.operation_ttl = operation_ttl or OPERATION_TTL
@@ -729,7 +737,7 @@ def open_store(settings: Settings) -> Store:
     """The state store of the settings' cloud: etcd when its `state:` names it, else the
     TinyDB file."""
     if settings.state_etcd is not None:
-        return EtcdStore(settings.state_etcd)
+        return EtcdStore(settings.state_etcd, state_file=settings.state_path)
     return StateStore(settings.state_path)  # type: ignore[arg-type]
 
 
@@ -779,6 +787,10 @@ _READS: dict[tuple[_Etcd, str], _EtcdState] = {}
 
 def _is_operation(kv: dict[str, Any], prefix: str) -> bool:
     return base64.b64decode(kv["key"]).decode().startswith(prefix + OPERATIONS)
+
+
+def _key_path(state_file: Path) -> Path:
+    return state_file.with_name(state_file.name + ".identity-key")
 
 
 def _json(doc: dict[str, Any]) -> bytes:
@@ -889,10 +901,10 @@ class _Etcd:
                         reason,
                     ) from None
             tried = ", ".join(self.config.endpoints)
-            if all(r.startswith("[SSL") for r in reasons):  # does not pass by itself
+            if all(r.startswith("TLS: ") for r in reasons):  # does not pass by itself
                 raise StateError(
                     f"etcd refused TLS (tried {tried}; check the state's ca_file, cert_file "
-                    f"and key_file): {reasons[-1]}"
+                    f"and key_file): {reasons[-1].removeprefix('TLS: ')}"
                 )
             if time.monotonic() > deadline:
                 raise StateError(
@@ -919,12 +931,16 @@ def _client(url: str, config: EtcdState) -> etcd3gw.Etcd3Client:
 
 
 def _reason(exc: etcd_errors.Etcd3Exception) -> str:
-    """The gist of an etcd3gw error: etcd's own message, or the socket/TLS error."""
+    """The gist of an etcd3gw error: etcd's own message, the TLS error ("TLS: ..."), or the
+    socket error."""
     text = str(exc.detail_text or exc)
     if text.startswith("{"):
         with contextlib.suppress(ValueError, AttributeError):
             return str(json.loads(text).get("message") or text)
-    found = re.search(r"\[Errno -?\d+\] [^'\")]*|\[SSL[^'\"]*|Read timed out|timed out", text)
+    if "SSLError" in text:
+        found = re.search(r"\[SSL[^'\"]*|SSL\w*Error\(\d+, '([^']*)", text)
+        return "TLS: " + (found.group(1) or found.group(0) if found else text[:200]).strip()
+    found = re.search(r"\[Errno -?\d+\] [^'\")]*|Read timed out|timed out", text)
     return found.group(0).strip() if found else text[:200]
 
 
