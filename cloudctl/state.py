@@ -519,9 +519,9 @@ class EtcdStore(Store):
     that changed in one etcd transaction, which also releases the lock. The commit compares
     the mod revision of every changed key with what was read (create revision 0 for new
     ones) and that the lock is still this transaction's: a failed compare is a StateError,
-    nothing is written. Snapshots read the prefix at one revision, without the
-    lock. Records of a table come back in creation order (those created by one transaction
-    by key). A member that cannot be reached passes the request to the next one; a commit
+    nothing is written. Snapshots read the prefix at one revision, without the lock (a
+    process reads only what changed since its last read: _read). Records of a table come
+    back in creation order (those created by one transaction by key). A member that cannot be reached passes the request to the next one; a commit
     whose answer was lost is recognised by its token, never applied twice.
     """
 
