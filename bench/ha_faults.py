@@ -79,6 +79,7 @@ class Lab:
     pair: tuple[str, str]  # the lab hosts of the clc/walrus/cc pairs
     vips: dict[str, str]  # clc / walrus / cc-ZONE -> address
     home: Path  # cloudctl's home of the cloud (cloud.yml, ca.crt)
+    hosts: tuple[str, ...] = ()  # every lab host whose services must be whole again
 
     @classmethod
     def of_halab(cls) -> Lab:
@@ -88,7 +89,7 @@ class Lab:
         for zone, cluster in group_vars.get("cloud_clusters", {}).items():
             vips[f"cc-{zone}"] = first_address(cluster["subnet"])
         return cls(pair=(halab.HOSTS["cloud1"], halab.HOSTS["cloud2"]), vips=vips,
-                   home=halab.CLOUD_HOME)  # fmt: skip
+                   home=halab.CLOUD_HOME, hosts=tuple(halab.HOSTS.values()))  # fmt: skip
 
     def peer(self, host: str) -> str:
         return self.pair[1] if host == self.pair[0] else self.pair[0]
@@ -603,9 +604,12 @@ def run_fault(lab: Lab, fault: Fault, clients: list[Client], timeout_s: float = 
         primary = sampler.holder(fault.primary_of)
         target = primary if fault.on_primary else lab.peer(primary)
         away = {v: lab.peer(target) for v in lab.vips if sampler.holder(v) == target}
-        if fault.prepare:
+        if fault.prepare:  # and the clients served again before the measured fault
             fault.prepare.inject(target)
             holders_become(away, f"takeover by {lab.peer(target)}")
+            moved = time.monotonic()
+            wait_until("success of every client", lambda: all(
+                load.ok_since(c.kind, moved) for c in clients), timeout_s)  # fmt: skip
         expected = {v: sampler.holder(v) for v in lab.vips}
         if fault.takeover:
             expected |= away
@@ -676,8 +680,7 @@ def lab_problems(lab: Lab, sampler: HolderSampler) -> list[str]:
     if not one_holder_each(sampler):
         return [f"holders {sampler.samples[-1].holders if sampler.samples else None}"]
     problems = []
-    hosts = [*halab.HOSTS.values()]
-    for host in hosts:
+    for host in lab.hosts:
         gateways = [v for v in lab.vips if v.startswith("cc-") and sampler.holder(v) == host]
         problems += [f"{host}: {p}" for p in service_problems(supervisor_status(host),
                                                                 bool(gateways))]  # fmt: skip
@@ -687,8 +690,9 @@ def lab_problems(lab: Lab, sampler: HolderSampler) -> list[str]:
 
 def etcd_problems(lab: Lab) -> list[str]:
     """etcd's members all healthy (asked from the first CLC with its own certificate)."""
-    state = yaml.safe_load((lab.home / "cloud.yml").read_text()).get("state") or {}
-    if state.get("backend") != "etcd":
+    cloud_yml = lab.home / "cloud.yml"
+    state = yaml.safe_load(cloud_yml.read_text()).get("state") if cloud_yml.exists() else None
+    if not state or state.get("backend") != "etcd":
         return []
     proc = halab.in_host(lab.pair[0], "etcdctl", "--endpoints", ",".join(state["endpoints"]),
                          "--cacert", state["ca_file"], "--cert", state["cert_file"],
