@@ -49,6 +49,10 @@ from typing import Any
 
 import yaml
 
+from cloudctl.cloudconfig import load_config
+from cloudctl.config import parse_state
+from cloudctl.walrus import REGION
+
 PROJECT = Path(__file__).resolve().parents[1]
 SAMPLE_S = 0.1  # the sampler's and every client's period
 CONNECT_TIMEOUT_S, READ_TIMEOUT_S = 1.0, 3.0  # the clients' (a stalled request is retried)
@@ -689,15 +693,19 @@ def lab_problems(lab: Lab, sampler: HolderSampler) -> list[str]:
 
 
 def etcd_problems(lab: Lab) -> list[str]:
-    """etcd's members all healthy (asked from the first CLC with its own certificate)."""
+    """Every etcd member of the state healthy (etcdctl from here, with the client certificate
+    cloudctl fetched beside cloud.yml)."""
     cloud_yml = lab.home / "cloud.yml"
-    state = yaml.safe_load(cloud_yml.read_text()).get("state") if cloud_yml.exists() else None
-    if not state or state.get("backend") != "etcd":
+    spec = yaml.safe_load(cloud_yml.read_text()).get("state") if cloud_yml.exists() else None
+    state = parse_state(spec, str(cloud_yml)) if spec else None
+    if state is None:
         return []
-    proc = halab.in_host(lab.pair[0], "etcdctl", "--endpoints", ",".join(state["endpoints"]),
-                         "--cacert", state["ca_file"], "--cert", state["cert_file"],
-                         "--key", state["key_file"], "--command-timeout=2s",
-                         "endpoint", "health")  # fmt: skip
+    proc = subprocess.run(
+        ["etcdctl", "--endpoints", ",".join(state.endpoints), "--cacert", state.ca_file,
+         "--cert", state.cert_file, "--key", state.key_file, "--command-timeout=2s",
+         "endpoint", "health"],
+        env={**os.environ, "ETCDCTL_API": "3"}, capture_output=True, text=True, check=False,
+    )  # fmt: skip
     return [] if proc.returncode == 0 else [f"etcd: {(proc.stdout + proc.stderr).strip()}"]
 
 
@@ -763,12 +771,9 @@ def lab_clients(lab: Lab, run: str) -> list[Client]:
     """The EC2 and S3 clients of the lab's cloud, named by `run` (their records' prefix)."""
     import boto3
 
-    from cloudctl.cloudconfig import load_config
-    from cloudctl.walrus import REGION
-
     config = load_config(lab.home / "cloud.yml")
     user = api_user(lab)
-    ca = config.api.ca_file or str(lab.home / "ca.crt")
+    ca = config.api.ca_file  # the copy fetched beside cloud.yml
 
     def ec2():
         return boto3.session.Session().client(
