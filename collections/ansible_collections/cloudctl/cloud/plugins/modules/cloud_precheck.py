@@ -39,11 +39,11 @@ options:
     required: true
   hosts:
     description:
-      - Host name -> dict of that host's relevant variables: C(cloud_cluster),
+      - Host name -> dict of that host's relevant variables (C(cloud_cluster),
         C(cloud_arbitrator_targets), and from its facts C(vip_network) (the address and prefix
         of the interface carrying the virtual addresses, like C(192.0.2.11/24); C("") when no
         interface holds C(ansible_host)) and C(probes) (arbitrator target -> reached); other
-        keys are ignored. A host in C(cc), C(sc) or C(nc) missing here has no C(cloud_cluster).
+        keys are ignored). A host in C(cc), C(sc) or C(nc) missing here has no C(cloud_cluster).
     type: dict
     default: {}
   vip_addresses:
