@@ -256,6 +256,12 @@ def fetched_etcd_dir(settings: Settings) -> Path:
     return settings.home / "etcd"
 
 
+def identity_key_path(settings: Settings) -> Path:
+    """The key that encrypts the state's secrets, beside the state file (cloudctl/identity.py)."""
+    path = settings.state_path
+    return path.with_name(path.name + ".identity-key")  # type: ignore[union-attr]
+
+
 # The files of cloud.yml's `state:` mapping -> their copies' names in fetched_etcd_dir.
 ETCD_COPIES = {"ca_file": "ca.crt", "cert_file": "client.crt", "key_file": "client.key"}
 
@@ -274,7 +280,8 @@ def config_path(settings: Settings, env: Mapping[str, str] | None = None) -> Pat
 def fetch_config(settings: Settings) -> Path:
     """Copy the CLC's cloud.yml to <home>/cloud.yml (0600) with a runtime play, with the
     API's CA certificate and, for a CLC pair, the etcd state's CA, client certificate and key
-    (<home>/etcd/, 0600: cloudctl here works on the state in etcd, as on the CLCs)."""
+    (<home>/etcd/, 0600) and the identity key of its secrets: cloudctl here works on the
+    state in etcd, as on the CLCs."""
     from cloudctl import runner  # runner imports ansible_runner: only when needed
 
     settings.ensure_home()
@@ -293,6 +300,8 @@ def fetch_config(settings: Settings) -> Path:
                 "cloudctl_ca_dest": str(ca_dest),
                 "cloudctl_etcd_dest": str(etcd_dir),
                 "cloudctl_etcd_copies": ETCD_COPIES,
+                # the identity key of a shared state (etcd only), where this cloudctl reads it
+                "cloudctl_identity_key_dest": str(identity_key_path(settings)),
             },
             operation="fetch-config",
             journal=False,
@@ -300,6 +309,8 @@ def fetch_config(settings: Settings) -> Path:
     finally:
         os.umask(old_umask)
     result.raise_for_failures()
+    if identity_key_path(settings).is_file():
+        identity_key_path(settings).chmod(0o600)
     if not dest.is_file():
         raise ConfigError(f"the CLC's cloud configuration was not copied to {dest}")
     dest.chmod(0o600)
