@@ -119,6 +119,25 @@ def test_cc_check():
     assert not healthy and "0.0.0.0:67" in detail
 
 
+def test_cc_check_of_a_pair():
+    """A CC pair's zone: the holder of the gateway serves DHCP; the standby serves none."""
+    answers = {"ss": (0, SS_BOUND, ""), "ip": (0, IP_JSON, "")}
+    holder = StandIn({"bridge": "cloudbr0", "pair_gateway": "172.31.0.1"}, answers)
+    assert cloud_health.HealthCheck(holder).cc()[0]
+    no_gateway = {"ss": (0, "", ""), "ip": (0, "[]", "")}
+    standby = StandIn({"bridge": "cloudbr0", "pair_gateway": "172.31.0.1"}, no_gateway)
+    assert cloud_health.HealthCheck(standby).cc() == (
+        True,
+        "standby: the holder of the gateway 172.31.0.1 serves DHCP",
+    )
+    both = StandIn({"bridge": "cloudbr0", "pair_gateway": "172.31.0.1"},
+                   {"ss": (0, SS_BOUND, ""), "ip": (0, "[]", "")})  # fmt: skip
+    assert cloud_health.HealthCheck(both).cc() == (
+        False,
+        "serves DHCP on cloudbr0 without holding the gateway 172.31.0.1",
+    )
+
+
 def test_sc_check():
     ok = StandIn({}, {"tgtadm": (0, TGTADM, "")})
     assert cloud_health.HealthCheck(ok).sc() == (True, "tgtd answers: state ready, iscsi ready")

@@ -33,6 +33,11 @@ options:
   bridge:
     description: The cluster's instance bridge (C(cc)).
     type: str
+  pair_gateway:
+    description: >-
+      The zone's gateway address when a CC pair serves the zone (C(cc)): only the CC that
+      holds it on I(bridge) serves DHCP; the other is the standby, healthy without DHCP.
+    type: str
   credentials:
     description: >-
       JSON file with C(access_key), C(secret_key), C(endpoint) and optionally C(region)
@@ -280,6 +285,11 @@ class HealthCheck:
             rc, ip_out, _err = self.run([ip, "-j", "-4", "addr", "show", "dev", bridge])
             addresses = ipv4_addresses(ip_out) if rc == 0 else []
         sock = find_dhcp_socket(sockets, bridge, addresses)
+        gateway = self.p.get("pair_gateway")
+        if gateway and gateway not in addresses:  # the standby CC of a pair
+            if sock is None:
+                return True, f"standby: the holder of the gateway {gateway} serves DHCP"
+            return False, f"serves DHCP on {bridge} without holding the gateway {gateway}"
         if sock is None:
             found = ", ".join(s["local"] for s in sockets) or "none"
             return False, f"no DHCP socket on {bridge} (UDP :{DHCP_PORT} sockets: {found})"
@@ -396,6 +406,7 @@ def main() -> None:
         argument_spec={
             "component": {"type": "str", "required": True, "choices": COMPONENTS},
             "bridge": {"type": "str"},
+            "pair_gateway": {"type": "str"},
             "credentials": {"type": "path", "default": "/etc/cloud/walrus/credentials.json"},
             "buckets": {"type": "list", "elements": "str", "default": ["images", "snapshots"]},
             "venv": {"type": "path", "default": "/opt/cloud/cloudctl"},
