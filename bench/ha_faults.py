@@ -435,15 +435,20 @@ def services(table: dict[int, tuple[int, str]]) -> list[int]:
 
 
 def kill_services(host: str) -> list[str]:
-    """kill -9 of every service process of the host (the service manager itself lives and
-    restarts them, as systemd would); their names."""
+    """kill -9 of every service process of the host at once (the service manager itself
+    lives and restarts them, as systemd would); their names."""
     table = proc_table(halab.labhost.netns_pids(netns(host)))
     pids = services(table)
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    # All stopped first, then killed: as one instant. Killed one by one, a child outlives
+    # its parent for a moment and reacts (keepalived's VRRP child, told of its parent's death,
+    # starts a clean shutdown: its priority-0 advert hands the address over at once while
+    # the address is still up here).
+    for sig in (signal.SIGSTOP, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
     return sorted({table[pid][1] for pid in pids})
 
 
