@@ -186,6 +186,25 @@ class Client:
 
     kind = ""
 
+    def __init__(self, make_client: Callable[[Any], Any]):
+        self.make_client = make_client  # a boto3 client from a botocore Config
+        self.local = threading.local()
+        self.checker = None
+
+    @property
+    def api(self):
+        """The load's boto3 client (one per thread): no retries, short timeouts."""
+        if not hasattr(self.local, "api"):
+            self.local.api = self.make_client(boto_config(retries=1, read_timeout=READ_TIMEOUT_S))
+        return self.local.api
+
+    @property
+    def patient(self):
+        """The check's, after the fault: retries and long timeouts (a slow answer is no loss)."""
+        if self.checker is None:
+            self.checker = self.make_client(boto_config(retries=5, read_timeout=30))
+        return self.checker
+
     def write(self, seq: int) -> None:
         raise NotImplementedError
 
@@ -200,14 +219,14 @@ class Client:
         """Remove what the writes made."""
 
 
-def boto_config():
+def boto_config(retries: int, read_timeout: float):
     from botocore.config import Config
 
-    # No retries: every answer counts as it is; short timeouts: a request stalled on a dead
-    # host is given up and the next one sent.
-    return Config(connect_timeout=CONNECT_TIMEOUT_S, read_timeout=READ_TIMEOUT_S,
-                  retries={"max_attempts": 1}, s3={"addressing_style": "path"},
-                  signature_version="s3v4")  # fmt: skip
+    # The load's: no retries, every answer counts as it is; short timeouts, a request
+    # stalled on a dead host is given up and the next one sent.
+    return Config(connect_timeout=CONNECT_TIMEOUT_S, read_timeout=read_timeout,
+                  retries={"mode": "standard", "max_attempts": retries},
+                  s3={"addressing_style": "path"}, signature_version="s3v4")  # fmt: skip
 
 
 class Ec2KeyPairs(Client):
@@ -215,28 +234,21 @@ class Ec2KeyPairs(Client):
 
     kind = "ec2"
 
-    def __init__(self, make_client: Callable[[], Any], prefix: str, public_key: str):
-        self.make_client, self.prefix = make_client, prefix
-        self.material = public_key.encode()
-        self.local = threading.local()  # one boto3 client per thread
-
-    @property
-    def ec2(self):
-        if not hasattr(self.local, "ec2"):
-            self.local.ec2 = self.make_client()
-        return self.local.ec2
+    def __init__(self, make_client: Callable[[Any], Any], prefix: str, public_key: str):
+        super().__init__(make_client)
+        self.prefix, self.material = prefix, public_key.encode()
 
     def name(self, seq: int) -> str:
         return f"{self.prefix}-{seq:06d}"
 
     def write(self, seq: int) -> None:
-        self.ec2.import_key_pair(KeyName=self.name(seq), PublicKeyMaterial=self.material)
+        self.api.import_key_pair(KeyName=self.name(seq), PublicKeyMaterial=self.material)
 
     def read(self, seq: int) -> None:
-        self.ec2.describe_key_pairs(KeyNames=[self.name(seq)])
+        self.api.describe_key_pairs(KeyNames=[self.name(seq)])
 
     def names(self) -> list[str]:
-        pairs = self.ec2.describe_key_pairs()["KeyPairs"]
+        pairs = self.patient.describe_key_pairs()["KeyPairs"]
         return [p["KeyName"] for p in pairs if p["KeyName"].startswith(f"{self.prefix}-")]
 
     def written(self) -> set[int]:
@@ -245,7 +257,7 @@ class Ec2KeyPairs(Client):
     def clean(self) -> None:
         names = self.names()
         with ThreadPoolExecutor(4) as pool:
-            list(pool.map(lambda n: self.ec2.delete_key_pair(KeyName=n), names))
+            list(pool.map(lambda n: self.patient.delete_key_pair(KeyName=n), names))
 
 
 class S3Objects(Client):
@@ -253,29 +265,23 @@ class S3Objects(Client):
 
     kind = "s3"
 
-    def __init__(self, make_client: Callable[[], Any], prefix: str):
-        self.make_client, self.prefix = make_client, prefix
-        self.local = threading.local()
-
-    @property
-    def s3(self):
-        if not hasattr(self.local, "s3"):
-            self.local.s3 = self.make_client()
-        return self.local.s3
+    def __init__(self, make_client: Callable[[Any], Any], prefix: str):
+        super().__init__(make_client)
+        self.prefix = prefix
 
     def key(self, seq: int) -> str:
         return f"{self.prefix}/{seq:06d}"
 
     def write(self, seq: int) -> None:
-        self.s3.put_object(Bucket=BUCKET, Key=self.key(seq), Body=str(seq).encode())
+        self.api.put_object(Bucket=BUCKET, Key=self.key(seq), Body=str(seq).encode())
 
-    def read(self, seq: int) -> None:
-        body = self.s3.get_object(Bucket=BUCKET, Key=self.key(seq))["Body"].read()
+    def read(self, seq: int, s3=None) -> None:
+        body = (s3 or self.api).get_object(Bucket=BUCKET, Key=self.key(seq))["Body"].read()
         if body != str(seq).encode():
             raise ValueError(f"{self.key(seq)} reads {body[:20]!r}")
 
     def keys(self) -> list[str]:
-        pages = self.s3.get_paginator("list_objects_v2").paginate(
+        pages = self.patient.get_paginator("list_objects_v2").paginate(
             Bucket=BUCKET, Prefix=f"{self.prefix}/"
         )
         return [o["Key"] for page in pages for o in page.get("Contents", [])]
@@ -286,7 +292,7 @@ class S3Objects(Client):
         def readable(key: str) -> int | None:
             seq = int(key.rsplit("/", 1)[1])
             try:
-                self.read(seq)
+                self.read(seq, self.patient)
             except Exception:  # noqa: BLE001 (unreadable = not written)
                 return None
             return seq
@@ -297,7 +303,7 @@ class S3Objects(Client):
     def clean(self) -> None:
         keys = self.keys()
         for start in range(0, len(keys), 1000):
-            self.s3.delete_objects(
+            self.patient.delete_objects(
                 Bucket=BUCKET, Delete={"Objects": [{"Key": k} for k in keys[start : start + 1000]]}
             )
 
@@ -550,6 +556,8 @@ class Result:
     killed: list[str] = field(default_factory=list)
     samples: int = 0
     seconds: float = 0.0
+    # every request: [kind, op, sent (s from the fault), took (s), error or ""]
+    requests: list[list] = field(default_factory=list, repr=False)
 
     def problems(self) -> list[str]:
         """Where issue 12's limits are broken (empty: every limit held)."""
@@ -631,6 +639,9 @@ def run_fault(lab: Lab, fault: Fault, clients: list[Client], timeout_s: float = 
         until = time.monotonic()
         fault.restore(target)
         wait_healthy(lab, sampler, timeout_s=max(timeout_s, 120))
+        whole = time.monotonic()
+        wait_until("every client served after the restore", lambda: all(
+            load.ok_since(c.kind, whole) for c in clients), timeout_s)  # fmt: skip
     finally:
         load.stop()
         sampler.stop()
@@ -655,6 +666,8 @@ def run_fault(lab: Lab, fault: Fault, clients: list[Client], timeout_s: float = 
             foreign_holders(samples, v, h, at) for v, h in expected.items()),
         killed=killed if isinstance(killed, list) else [],
         samples=len(samples), seconds=round(time.monotonic() - started, 1),
+        requests=[[a.kind, a.op, round(a.start - at, 2), round(a.end - a.start, 2), a.error]
+                  for a in load.attempts],
     )  # fmt: skip
 
 
@@ -780,23 +793,23 @@ def lab_clients(lab: Lab, run: str) -> list[Client]:
     user = api_user(lab)
     ca = config.api.ca_file  # the copy fetched beside cloud.yml
 
-    def ec2():
+    def ec2(boto_config):
         return boto3.session.Session().client(
             "ec2", endpoint_url=config.api.endpoint, region_name=config.api.region, verify=ca,
-            config=boto_config(), **{f"aws_{k}": v for k, v in user.items()})  # fmt: skip
+            config=boto_config, **{f"aws_{k}": v for k, v in user.items()})  # fmt: skip
 
-    def s3():
+    def s3(boto_config):
         return boto3.session.Session().client(
             "s3", endpoint_url=config.walrus.endpoint, region_name=REGION,
             aws_access_key_id=config.walrus.access_key,
-            aws_secret_access_key=config.walrus.secret_key, config=boto_config())  # fmt: skip
+            aws_secret_access_key=config.walrus.secret_key, config=boto_config)  # fmt: skip
 
-    s3_client = s3()
+    objects = S3Objects(s3, f"f{run}")
     try:
-        s3_client.head_bucket(Bucket=BUCKET)
-    except Exception:  # noqa: BLE001 (absent: made once)
-        s3_client.create_bucket(Bucket=BUCKET)
-    return [Ec2KeyPairs(ec2, f"f{run}", public_key()), S3Objects(s3, f"f{run}")]
+        objects.patient.head_bucket(Bucket=BUCKET)
+    except objects.patient.exceptions.ClientError:  # absent: made once
+        objects.patient.create_bucket(Bucket=BUCKET)
+    return [Ec2KeyPairs(ec2, f"f{run}", public_key()), objects]
 
 
 def measure(lab: Lab, fault: Fault, extra: list[Client] = ()) -> Result:
@@ -874,7 +887,8 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.fault or ALL_FAULTS:
             print(f"ha_faults: {name}", file=sys.stderr)
             results.append(result := measure_named(lab, name))
-            print(json.dumps(result.__dict__), file=sys.stderr)
+            print(json.dumps(result.__dict__ | {"requests": len(result.requests)}),
+                  file=sys.stderr)  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps([r.__dict__ for r in results], indent=1))
     print("\n".join(summary(results)))
