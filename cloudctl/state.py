@@ -900,6 +900,8 @@ class _Etcd:
                         f"{self.config.prefix}: {reason}",
                         reason,
                     ) from None
+                except OSError as exc:  # requests' own: e.g. a TLS file being rewritten
+                    raise StateError(f"cannot reach etcd on {self.config.prefix}: {exc}") from None
             tried = ", ".join(self.config.endpoints)
             if all(r.startswith("TLS: ") for r in reasons):  # does not pass by itself
                 raise StateError(

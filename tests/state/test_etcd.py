@@ -5,6 +5,7 @@ etcd, TLS with client certificates. A real etcd cluster (tests/state/conftest.py
 from __future__ import annotations
 
 import base64
+import dataclasses
 import itertools
 import json
 import multiprocessing
@@ -276,6 +277,36 @@ def test_tls_with_client_certificates(etcd_tls):
         with pytest.raises(StateError, match=r"^etcd refused TLS \(tried https://") as info:
             EtcdStore(config).check()
         assert "\n" not in str(info.value)
+
+
+def test_tls_files_rewritten_under_a_process_are_one_error_and_its_session_lives_on(
+    etcd_tls, tmp_path
+):
+    """A deploy rewrites the client certificate cloudctl uses: meanwhile a request is one
+    StateError (not requests' OSError), and the thread that keeps the session's lease alive
+    survives it: the running operation's key is back once the files are."""
+    cluster, tls = etcd_tls
+    key = tmp_path / "client.key"
+    key.write_bytes(tls.client_key.read_bytes())
+    config = etcd_state(cluster, ca_file=str(tls.ca_file), cert_file=str(tls.client_cert),
+                        key_file=str(key))  # fmt: skip
+    store = EtcdStore(config, operation_ttl=2)
+    assert store.initialize("cloud-a", "a")
+    store.hold_operation("op-long")
+    aside = key.rename(tmp_path / "client.key.aside")
+    with pytest.raises(StateError, match=r"^cannot reach etcd on /test/") as info:
+        store.check()
+    assert "\n" not in str(info.value)
+    other = EtcdStore(dataclasses.replace(config, key_file=str(tls.client_key)))
+
+    def running(seen):
+        with other.snapshot() as snap:
+            return snap.running_operations == seen
+
+    poll(lambda: running(set()), "the lease expired while the key file was gone", 10, 0.1)
+    aside.rename(key)
+    poll(lambda: running({"op-long"}), "the operation's key put again by the session", 10, 0.1)
+    store.drop_operation("op-long")
 
 
 # --- cloudctl state migrate -----------------------------------------------------------------
