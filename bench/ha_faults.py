@@ -87,22 +87,11 @@ class Lab:
 
     @classmethod
     def of_halab(cls) -> Lab:
-        group_vars = yaml.safe_load((halab.INVENTORY / "group_vars/all.yml").read_text())
-        vips = {"clc": group_vars["cloud_clc_vip_address"],
-                "walrus": group_vars["cloud_walrus_vip_address"]}  # fmt: skip
-        for zone, cluster in group_vars.get("cloud_clusters", {}).items():
-            vips[f"cc-{zone}"] = first_address(cluster["subnet"])
-        return cls(pair=(halab.HOSTS["cloud1"], halab.HOSTS["cloud2"]), vips=vips,
+        return cls(pair=(halab.HOSTS["cloud1"], halab.HOSTS["cloud2"]), vips=dict(halab.VIPS),
                    home=halab.CLOUD_HOME, hosts=tuple(halab.HOSTS.values()))  # fmt: skip
 
     def peer(self, host: str) -> str:
         return self.pair[1] if host == self.pair[0] else self.pair[0]
-
-
-def first_address(subnet: str) -> str:
-    import ipaddress
-
-    return str(next(ipaddress.ip_network(subnet).hosts()))
 
 
 def netns(host: str) -> str:

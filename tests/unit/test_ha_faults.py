@@ -29,10 +29,6 @@ def test_addresses_of_ip_json():
     assert hf.addresses("") == set()
 
 
-def test_first_address_is_the_zone_gateway():
-    assert hf.first_address("172.31.0.0/24") == "172.31.0.1"
-
-
 def test_peer():
     assert LAB.peer("ha1") == "ha2" and LAB.peer("ha2") == "ha1"
 
