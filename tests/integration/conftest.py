@@ -18,8 +18,13 @@ import yaml
 from tests.conftest import PROJECT, labhost
 from tests.integration.api_fixtures import ops_api  # noqa: F401 (a fixture)
 from tests.integration.cloud_client import CloudClient, in_host
+from tests.integration.ha_fixtures import ha_lab, release_ha_lab  # noqa: F401 (a fixture)
 
 OPS_POOL = "198.51.100.16/28"
+
+
+def pytest_runtest_teardown(item, nextitem):
+    release_ha_lab(item, nextitem)  # the HA lab goes after the last test that uses it
 
 
 @pytest.fixture(scope="session")

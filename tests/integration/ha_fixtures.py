@@ -1,0 +1,134 @@
+"""The HA lab the HA tests share (issue 12): scripts/halab.py's lab (inventory/ha on lab hosts
+ha1, ha2, ha-wit, ha-node, the wires ha-wire and ha-pub, the lab gateway ha-gw), deployed as
+the cloud halab, with the test image, a key pair and one running instance that answers on an
+elastic IP. Built once per session for the tests that use it, which run one after the other
+(tests/integration/test_ha*.py), and removed by netns and PID (labhost.destroy) as soon as the
+next test does not use it (release_ha_lab), so the idle lab never slows the tests after them.
+It replaces a lab left by `halab.sh up`.
+
+The cloud is operated from this machine as an operator's controller would: cloudctl with the
+lab's inventory and home, on the state in etcd (the client certificate fetched with cloud.yml).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import PROJECT
+from tests.integration.cloud_client import CloudClient, in_host
+
+WEB_GROUP = "ha-web"
+
+
+def load_halab():
+    spec = importlib.util.spec_from_file_location("halab", PROJECT / "scripts/halab.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+halab = load_halab()
+
+
+class HaLab(CloudClient):
+    """cloudctl on the lab's cloud, the lab's parts, and its instance and elastic IP (ids)."""
+
+    def __init__(self) -> None:
+        super().__init__(halab.WORK, "ha")
+        self.inventory, self.home = halab.INVENTORY, halab.CLOUD_HOME
+        self.client_known_hosts = halab.WORK / "client_known_hosts"
+
+    def holders(self) -> dict[str, list[str]]:
+        """Which lab hosts hold each virtual address (clc, walrus, cc-zone-a)."""
+        return halab.holders()
+
+    def cc_holder(self) -> str:
+        [host] = self.holders()["cc-zone-a"]
+        return host
+
+    def from_client(self, *command: str) -> subprocess.CompletedProcess:
+        """A command on the public side: in the lab gateway's netns (198.51.100.1)."""
+        return halab.in_netns(halab.GATEWAY, *command)
+
+    def client_trusts(self, public_ip: str, private_ip: str) -> None:
+        """The client knows the host keys of the instance (from its console) at public_ip."""
+        keys = self.host_keys.get(private_ip) or self.console_host_keys(private_ip)
+        assert keys, f"no host keys on the console of {private_ip}"
+        self.client_known_hosts.write_text(
+            "".join(f"{public_ip} {k.type} {k.blob}\n" for k in keys)
+        )
+
+    def client_ssh(self, ip: str, command: str = "hostname") -> subprocess.CompletedProcess:
+        return self.from_client(
+            "ssh", "-i", str(self.key), "-o", "StrictHostKeyChecking=yes",
+            "-o", f"UserKnownHostsFile={self.client_known_hosts}", "-o", "ConnectTimeout=4",
+            "-o", "BatchMode=yes", f"root@{ip}", command,
+        )  # fmt: skip
+
+
+def eventually(check, what: str, deadline_s: float = 60) -> None:
+    """Poll `check` until it is true."""
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(1)  # poll interval
+    pytest.fail(f"not within {deadline_s}s: {what}")
+
+
+def run_instance(lab: HaLab) -> None:
+    """The test image, a key pair, an instance with an elastic IP that allows SSH (ids)."""
+    subprocess.run([sys.executable, str(PROJECT / "scripts/build-test-image.py")], check=True)
+    images = PROJECT / ".cache/test-image"
+    root = lab.workdir / "root.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(root), "64M"], check=True)
+    lab.cloudctl("keypair", "create", "ha", "--output-file", str(lab.key))
+    rows = lab.json("image", "register", "tiny", "--file", str(root),
+                    "--kernel", str(images / "vmlinuz"), "--ramdisk", str(images / "initrd.img"))  # fmt: skip
+    lab.ids["emi"] = next(row["id"] for row in rows if row["kind"] == "machine")
+    lab.json("group", "create", WEB_GROUP, "--description", "SSH from the public side")
+    lab.json("group", "authorize", WEB_GROUP, "--protocol", "tcp", "--port", "22",
+             "--cidr", "0.0.0.0/0")  # fmt: skip
+    [instance] = lab.json("instance", "run", "--image", lab.ids["emi"], "--type", "m1.small",
+                          "--keypair", "ha", "--group", WEB_GROUP)  # fmt: skip
+    lab.ids["instance"] = instance
+    [address] = lab.json("address", "allocate")
+    lab.json("address", "associate", address["public_ip"], "--instance", instance["id"])
+    lab.ids["eip"] = address["public_ip"]
+
+
+@pytest.fixture(scope="session")
+def ha_lab():
+    """The deployed HA lab with a running instance on an elastic IP (HaLab)."""
+    if os.geteuid() != 0:
+        pytest.fail("the HA lab needs root (lab hosts are network namespaces)")
+    halab.down()
+    try:
+        started = time.monotonic()
+        halab.up(deploy=True)
+        lab = HaLab()
+        lab.ids["deploy_s"] = time.monotonic() - started
+        run_instance(lab)
+        yield lab
+    except SystemExit as exc:  # halab reports a failed step so
+        pytest.fail(str(exc))
+    finally:
+        halab.down()
+
+
+def release_ha_lab(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """After the last of the consecutive tests that use the lab: remove it (the session
+    fixture's own teardown then finds nothing left)."""
+    if "ha_lab" in item.fixturenames and (
+        nextitem is None or "ha_lab" not in nextitem.fixturenames
+    ):
+        halab.down()
+
+
+__all__ = ["HaLab", "eventually", "ha_lab", "halab", "in_host", "release_ha_lab"]
