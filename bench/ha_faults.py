@@ -475,6 +475,7 @@ class Fault:
     takeover: bool = True  # the target's addresses must move to the other host
     prepare: Fault | None = None  # a fault injected (unmeasured) first: `inject` undoes it
     primary_of: str = "clc"  # the primary: the holder of this virtual address
+    errors_allowed: bool = True  # False: no request may fail (nothing the clients use died)
 
 
 NETWORK_CUT = Fault(
@@ -506,6 +507,7 @@ FAULTS = {
             lambda host: None,
             on_primary=False,
             takeover=False,
+            errors_allowed=False,
         ),
         # Cut first (that takeover is network-cut's measurement), then measured: its return.
         Fault(
@@ -542,6 +544,7 @@ class Result:
     double_samples: list[dict] = field(default_factory=list)
     holder_after: dict[str, str | None] = field(default_factory=dict)
     wrong_holder_samples: int = 0  # no takeover expected: samples of another holder
+    errors_allowed: bool = True
     killed: list[str] = field(default_factory=list)
     samples: int = 0
     seconds: float = 0.0
@@ -559,6 +562,8 @@ class Result:
         if self.max_holders > 1:
             found.append(f"two holders in {len(self.double_samples)} samples: "
                          f"{self.double_samples[:3]}")  # fmt: skip
+        if not self.errors_allowed and any(self.failed_requests.values()):
+            found.append(f"failed requests {self.failed_requests} (none may fail)")
         if self.wrong_holder_samples:
             found.append(f"an address moved (no takeover may happen) in "
                          f"{self.wrong_holder_samples} samples")  # fmt: skip
@@ -653,7 +658,7 @@ def run_fault(lab: Lab, fault: Fault, clients: list[Client], timeout_s: float = 
         holder_after={v: sampler.holder(v) for v in lab.vips},
         wrong_holder_samples=0 if fault.takeover else sum(
             foreign_holders(samples, v, h, at) for v, h in expected.items()),
-        killed=killed if isinstance(killed, list) else [],
+        killed=killed if isinstance(killed, list) else [], errors_allowed=fault.errors_allowed,
         samples=len(samples), seconds=round(time.monotonic() - started, 1),
         requests=[[a.kind, a.op, round(a.start - at, 2), round(a.end - a.start, 2), a.error]
                   for a in load.attempts],

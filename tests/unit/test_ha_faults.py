@@ -183,6 +183,10 @@ def test_problems_name_every_broken_limit():
     )
     problems = broken.problems()
     assert len(problems) == 5
+    assert result(errors_allowed=False).problems() == [
+        "failed requests {'ec2': 2, 's3': 3} (none may fail)"
+    ]
+    assert result(errors_allowed=False, failed_requests={"ec2": 0, "s3": 0}).problems() == []
     assert "ec2: 1 acknowledged writes lost: [7]" in problems
 
 
