@@ -317,10 +317,10 @@ def check_vip(
 
 def target_problem(target: object) -> str | None:
     """Why a probe is not icmp:ADDRESS or tcp:ADDRESS:PORT (None if it is)."""
-    kind, _, rest = str(target).partition(":")
+    kind, rest = str(target).partition(":")[::2]
     address, port = rest, None
     if kind == "tcp":
-        address, _, port = rest.rpartition(":")
+        address, port = rest.rpartition(":")[::2]
     try:
         ipaddress.IPv4Address(address)
         if kind not in ("icmp", "tcp") or (port is not None and not 0 < int(port) < 65536):
