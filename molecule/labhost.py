@@ -74,7 +74,11 @@ def extra_path(kind: str, name: str) -> Path:
 
 def extras(kind: str) -> list[dict]:
     folder = LAB_DIR / kind
-    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.exists() else []
+    return (
+        [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+        if folder.exists()
+        else []
+    )
 
 
 def load_info(name: str) -> dict | None:
@@ -176,14 +180,18 @@ def inner_script(name: str, hdir: Path, sshd_config: Path) -> str:
     """Shell run inside the new namespaces: private mounts, hostname, then sshd."""
     lines = ["set -e", "mount --make-rprivate /", f"hostname {name}"]
     for d in TMPFS_DIRS:
-        lines.append(f"mount -t tmpfs -o mode=1777 tmpfs {d}" if d == "/tmp" else
-                     f"mount -t tmpfs -o mode=0755 tmpfs {d}")
+        lines.append(
+            f"mount -t tmpfs -o mode=1777 tmpfs {d}"
+            if d == "/tmp"
+            else f"mount -t tmpfs -o mode=0755 tmpfs {d}"
+        )
     for d in OVERLAID_DIRS:
         key = d.strip("/").replace("/", "_")
         upper, work = hdir / "overlay" / key / "upper", hdir / "overlay" / key / "work"
         lines.append(f"mkdir -p {upper} {work}")
         lines.append(
-            f"mount -t overlay overlay -o lowerdir={d},upperdir={upper},workdir={work} {d}")
+            f"mount -t overlay overlay -o lowerdir={d},upperdir={upper},workdir={work} {d}"
+        )
     lines += [
         "mkdir -p /run/sshd /run/lock",
         f"echo {name} > /etc/hostname",
@@ -211,8 +219,21 @@ def create(name: str) -> dict:
         in_ns = ["ip", "netns", "exec", ns]
         sh(*in_ns, "ip", "link", "set", "lo", "up")
         switch_port = f"h-{name}"
-        sh("ip", "-n", SWITCH_NS, "link", "add", switch_port, "type", "veth",
-           "peer", "name", "eth0", "netns", ns)
+        sh(
+            "ip",
+            "-n",
+            SWITCH_NS,
+            "link",
+            "add",
+            switch_port,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            ns,
+        )
         sh("ip", "-n", SWITCH_NS, "link", "set", switch_port, "master", SWITCH_BRIDGE, "up")
         sh(*in_ns, "ip", "addr", "add", f"{address}/{LAB_NET.prefixlen}", "dev", "eth0")
         sh(*in_ns, "ip", "link", "set", "eth0", "up")
@@ -225,16 +246,35 @@ def create(name: str) -> dict:
             f"AuthorizedKeysFile {LAB_DIR}/authorized_keys\nPermitRootLogin prohibit-password\n"
             "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
             "StrictModes yes\nSubsystem sftp internal-sftp\nAcceptEnv LANG LC_*\n"
-            "MaxSessions 50\nMaxStartups 50:30:100\n")
+            "MaxSessions 50\nMaxStartups 50:30:100\n"
+        )
         script = inner_script(name, hdir, sshd_config)
-        log = open(hdir / "namespace.log", "w")
-        proc = subprocess.Popen(
-            [*in_ns, "unshare", "--mount", "--uts", "--propagation", "private",
-             "/bin/sh", "-c", script],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True)
-        info = {"name": name, "address": address, "netns": ns, "sshd_pid": proc.pid,
-                "key": str(key), "dir": str(hdir)}
+        with open(hdir / "namespace.log", "w") as log:  # the child keeps its own copy
+            proc = subprocess.Popen(
+                [
+                    *in_ns,
+                    "unshare",
+                    "--mount",
+                    "--uts",
+                    "--propagation",
+                    "private",
+                    "/bin/sh",
+                    "-c",
+                    script,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        info = {
+            "name": name,
+            "address": address,
+            "netns": ns,
+            "sshd_pid": proc.pid,
+            "key": str(key),
+            "dir": str(hdir),
+        }
         (hdir / "info.json").write_text(json.dumps(info, indent=2))
         write_known_hosts(KNOWN_HOSTS, all_hosts())
     # A host destroyed a moment ago may have left its MAC for this address in the root
@@ -318,8 +358,21 @@ def wire(name: str, hosts: list[str], ifname: str = "eth1") -> dict:
         sh("ip", "-n", ns, "link", "set", "br0", "up")
         for info in infos:
             port = f"w-{info['name']}"
-            sh("ip", "-n", ns, "link", "add", port, "type", "veth",
-               "peer", "name", ifname, "netns", info["netns"])
+            sh(
+                "ip",
+                "-n",
+                ns,
+                "link",
+                "add",
+                port,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                ifname,
+                "netns",
+                info["netns"],
+            )
             sh("ip", "-n", ns, "link", "set", port, "master", "br0", "up")
             sh("ip", "-n", info["netns"], "link", "set", ifname, "up")
         record = {"name": name, "netns": ns, "hosts": hosts, "ifname": ifname}
@@ -340,8 +393,21 @@ def stub(name: str, address: str) -> dict:
         ensure_switch()
         ns = new_netns(name)
         port = f"h-{name}"
-        sh("ip", "-n", SWITCH_NS, "link", "add", port, "type", "veth",
-           "peer", "name", "eth0", "netns", ns)
+        sh(
+            "ip",
+            "-n",
+            SWITCH_NS,
+            "link",
+            "add",
+            port,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            ns,
+        )
         sh("ip", "-n", SWITCH_NS, "link", "set", port, "master", SWITCH_BRIDGE, "up")
         sh("ip", "-n", ns, "addr", "add", f"{address}/{LAB_NET.prefixlen}", "dev", "eth0")
         sh("ip", "-n", ns, "link", "set", "eth0", "up")

@@ -36,6 +36,7 @@ def cached_images_removed(ops_cloud):
     yield
     ops_cloud.cloudctl("reconcile", "--fix", ok=False)
 
+
 ZONE = "zone-a"
 MARKER = "api-lifecycle-5d1c"
 SSH_DEADLINE = 300  # a TCG guest boots, gets its address by DHCP and starts dropbear

@@ -100,8 +100,9 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def api_serving(argv: list[str], env: dict[str, str], port: int, log: Path,
-                deadline_s: float = 30) -> Iterator[subprocess.Popen]:
+def api_serving(
+    argv: list[str], env: dict[str, str], port: int, log: Path, deadline_s: float = 30
+) -> Iterator[subprocess.Popen]:
     """A real `cloudctl ... api serve` process (argv: the arguments after cloudctl), once it
     listens on 127.0.0.1:port; its output in `log`; stopped by its PID (SIGTERM, then KILL)."""
     with log.open("wb") as out:

@@ -30,13 +30,22 @@ def cloudctl(inventory: Path, *args: str, timeout: int = 1800) -> subprocess.Com
     env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
     return subprocess.run(
         [str(Path(sys.executable).parent / "cloudctl"), "--inventory", str(inventory), *args],
-        capture_output=True, text=True, env=env, timeout=timeout, check=False)
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def in_host(*command: str) -> subprocess.CompletedProcess:
     info = labhost.load_info(HOST)
-    return subprocess.run(["nsenter", "-t", str(info["sshd_pid"]), "-m", "-u", "-n", "--",
-                           *command], capture_output=True, text=True, check=False)
+    return subprocess.run(
+        ["nsenter", "-t", str(info["sshd_pid"]), "-m", "-u", "-n", "--", *command],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -79,12 +88,16 @@ def no_walrus(hosts, group_vars):
     hosts["all"]["children"]["cloud"]["children"]["walrus"] = {"hosts": {}}
 
 
-@pytest.mark.parametrize("edit, words", [
-    (drop_cluster, [HOST, "cloud_cluster"]),
-    (bad_cidr, ["zone-a", "subnet", "172.31.0.0/33"]),
-    (overlapping, ["zone-a", "zone-b", "subnet"]),
-    (no_walrus, ["walrus"]),
-], ids=["nc-without-cluster", "invalid-cidr", "overlapping-subnets", "no-walrus-host"])
+@pytest.mark.parametrize(
+    "edit, words",
+    [
+        (drop_cluster, [HOST, "cloud_cluster"]),
+        (bad_cidr, ["zone-a", "subnet", "172.31.0.0/33"]),
+        (overlapping, ["zone-a", "zone-b", "subnet"]),
+        (no_walrus, ["walrus"]),
+    ],
+    ids=["nc-without-cluster", "invalid-cidr", "overlapping-subnets", "no-walrus-host"],
+)
 def test_bad_inventory_fails_in_precheck_and_changes_nothing(lab, edit, words):
     inventory = make_inventory(lab, f"bad-{edit.__name__}", edit)
     result = cloudctl(inventory, "deploy", timeout=600)
@@ -174,15 +187,27 @@ def test_reset_leaves_nothing_behind(lab):
     env = dict(os.environ, ANSIBLE_CONFIG=str(PROJECT / "ansible.cfg"))
     env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
     result = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory),
-         "cloudctl.cloud.reset"],
-        capture_output=True, text=True, env=env, cwd=PROJECT, timeout=900, check=False)
+        [
+            str(Path(sys.executable).parent / "ansible-playbook"),
+            "-i",
+            str(inventory),
+            "cloudctl.cloud.reset",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=PROJECT,
+        timeout=900,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout[-5000:]
     links = json.loads(in_host("ip", "-j", "link", "show", "type", "bridge").stdout or "[]")
     assert links == [], links
     # The lab host shares the machine's PID namespace: look only at its network namespace.
-    processes = [Path(f"/proc/{pid}/comm").read_text().strip()
-                 for pid in labhost.netns_pids(labhost.netns_of(HOST))]
+    processes = [
+        Path(f"/proc/{pid}/comm").read_text().strip()
+        for pid in labhost.netns_pids(labhost.netns_of(HOST))
+    ]
     for daemon in ("libvirtd", "virtlogd", "tgtd", "dnsmasq", "weed", "supervisord"):
         assert daemon not in processes, processes
     for path in ("/etc/cloud", "/etc/supervisor/conf.d/cloud-tgtd.conf", "/opt/cloud"):

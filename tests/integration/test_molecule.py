@@ -29,15 +29,24 @@ def run_scenario(scenario: str) -> subprocess.CompletedProcess:
     env["ANSIBLE_FORCE_COLOR"] = "0"
     env["NO_COLOR"] = "1"
     return subprocess.run(
-        ["molecule", "test", *(["-s", name] if name else [])], cwd=ROLES_DIR / role, env=env,
-        capture_output=True, text=True, timeout=1800)
+        ["molecule", "test", *(["-s", name] if name else [])],
+        cwd=ROLES_DIR / role,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
 
 
 @pytest.fixture(scope="module")
 def scenarios(request) -> dict[str, Future]:
     """The selected scenarios, started together in a small pool."""
-    selected = [item.callspec.params["scenario"] for item in request.session.items
-                if item.module is request.module and hasattr(item, "callspec")]
+    selected = [
+        item.callspec.params["scenario"]
+        for item in request.session.items
+        if item.module is request.module and hasattr(item, "callspec")
+    ]
     pool = ThreadPoolExecutor(max_workers=PARALLEL, thread_name_prefix="molecule")
     request.addfinalizer(pool.shutdown)
     return {s: pool.submit(run_scenario, s) for s in SCENARIOS if s in selected}

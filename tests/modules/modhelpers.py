@@ -50,7 +50,14 @@ def run_module(
             "name": f"run {module}",
             "hosts": "localhost",
             "gather_facts": False,
-            "tasks": [{"name": module, f"cloudctl.cloud.{module}": args, "check_mode": check, "diff": diff}],
+            "tasks": [
+                {
+                    "name": module,
+                    f"cloudctl.cloud.{module}": args,
+                    "check_mode": check,
+                    "diff": diff,
+                }
+            ],
         }
     ]
     playbook = tmp_path / f"play-{secrets.token_hex(4)}.yml"

@@ -107,9 +107,7 @@ def api(settings, tmp_path, monkeypatch):
     )  # fmt: skip
     monkeypatch.setattr(volume_service, "walrus", fake_walrus)
     applied = []
-    monkeypatch.setattr(
-        Addresses, "_apply", lambda self, views, progress: applied.extend(views)
-    )
+    monkeypatch.setattr(Addresses, "_apply", lambda self, views, progress: applied.extend(views))
     yield SimpleNamespace(app=Api(settings), keys=keys, state=settings.state_path, store=store,
                           plays=plays, addresses=applied)  # fmt: skip
     plays.gate.set()

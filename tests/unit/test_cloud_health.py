@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 
 PROJECT = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location("cloud_health", PROJECT / "collections/ansible_collections/cloudctl/cloud/plugins/modules/cloud_health.py")
+spec = importlib.util.spec_from_file_location(
+    "cloud_health",
+    PROJECT / "collections/ansible_collections/cloudctl/cloud/plugins/modules/cloud_health.py",
+)
 cloud_health = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(cloud_health)
 

@@ -221,8 +221,7 @@ class Supervisor:
         if self.daemon_answers():
             return
         os.makedirs(self.p["log_dir"], exist_ok=True)
-        self.module.run_command(["supervisord", "-c", self.p["supervisor_config"]],
-                                check_rc=True)
+        self.module.run_command(["supervisord", "-c", self.p["supervisor_config"]], check_rc=True)
         deadline = time.monotonic() + self.p["start_timeout"]
         while not self.daemon_answers():
             if time.monotonic() > deadline:
@@ -276,7 +275,8 @@ class Supervisor:
                 log = os.path.join(self.p["log_dir"], f"{self.p['name']}.log")
                 tail = (read(log) or "").strip().splitlines()[-5:]
                 self.module.fail_json(
-                    msg=f"{self.p['name']} is {state}, not running: " + " | ".join(tail))
+                    msg=f"{self.p['name']} is {state}, not running: " + " | ".join(tail)
+                )
             time.sleep(0.3)
 
     def is_running(self) -> bool:
@@ -346,7 +346,8 @@ def core(module: AnsibleModule) -> dict:
         "path": manager.path,
         "running": will_run,
         "diff": {
-            "before_header": manager.path, "after_header": manager.path,
+            "before_header": manager.path,
+            "after_header": manager.path,
             "before": f"{current or ''}# running: {running}\n",
             "after": f"{wanted or ''}# running: {will_run}\n",
         },
@@ -378,8 +379,9 @@ def main() -> None:
             name=dict(type="str", required=True),
             command=dict(type="str"),
             manager=dict(type="str", default="auto", choices=["auto", "systemd", "supervisor"]),
-            state=dict(type="str", default="started",
-                       choices=["started", "stopped", "restarted", "absent"]),
+            state=dict(
+                type="str", default="started", choices=["started", "stopped", "restarted", "absent"]
+            ),
             environment=dict(type="dict", default={}),
             directory=dict(type="path", default="/"),
             user=dict(type="str", default="root"),

@@ -165,7 +165,10 @@ import re
 import shlex
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.cloudctl.cloud.plugins.module_utils.cloud_net import IpRoute, ifname_problem
+from ansible_collections.cloudctl.cloud.plugins.module_utils.cloud_net import (
+    IpRoute,
+    ifname_problem,
+)
 
 PRE = "CLOUD-EIP-PRE"
 POST = "CLOUD-EIP-POST"

@@ -196,7 +196,9 @@ def download(module: AnsibleModule, cache_dir: str, sha: str, path: str) -> int:
         size = 0
         with os.fdopen(fd, "wb") as out:
             try:
-                with open_url(p["url"], timeout=p["timeout"], decompress=False, use_netrc=False) as resp:
+                with open_url(
+                    p["url"], timeout=p["timeout"], decompress=False, use_netrc=False
+                ) as resp:
                     while chunk := resp.read(CHUNK):
                         digest.update(chunk)
                         out.write(chunk)

@@ -198,8 +198,15 @@ def put_part(url: str, number: int, body: bytes) -> str:
         # urllib would otherwise send application/x-www-form-urlencoded.
         headers = {"Content-Length": str(len(body)), "Content-Type": ""}
         try:
-            with open_url(url, data=body, headers=headers, method="PUT", timeout=HTTP_TIMEOUT,
-                          decompress=False, use_netrc=False) as answer:
+            with open_url(
+                url,
+                data=body,
+                headers=headers,
+                method="PUT",
+                timeout=HTTP_TIMEOUT,
+                decompress=False,
+                use_netrc=False,
+            ) as answer:
                 etag = answer.headers.get("ETag")
                 if etag:
                     return etag

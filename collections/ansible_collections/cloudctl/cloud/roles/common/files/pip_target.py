@@ -13,8 +13,14 @@ version = f"{sys.version_info.major}.{sys.version_info.minor}"
 machine = platform.machine()
 glibc_minor = int(os.confstr("CS_GNU_LIBC_VERSION").split()[1].split(".")[1])
 
-options = ["--python-version", version, "--implementation", "cp",
-           "--abi", f"cp{sys.version_info.major}{sys.version_info.minor}"]
+options = [
+    "--python-version",
+    version,
+    "--implementation",
+    "cp",
+    "--abi",
+    f"cp{sys.version_info.major}{sys.version_info.minor}",
+]
 # manylinux_2_17 (alias manylinux2014) is the oldest tag current wheels still use.
 for minor in range(glibc_minor, 16, -1):
     options += ["--platform", f"manylinux_2_{minor}_{machine}"]
