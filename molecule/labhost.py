@@ -2,7 +2,7 @@
 """Namespaced test hosts: a lab of "servers" on one machine, reached by Ansible over SSH.
 
 Each lab host is a network namespace plus a private mount and UTS namespace (tmpfs over /run
-and /tmp, overlays over /etc, /var/lib, /var/log, /var/cache, /opt and /srv) with its own
+and /tmp, overlays over /etc, /var/lib, /var/log, /var/cache, /opt, /srv and /usr/local) with its own
 sshd. Every host has one interface, eth0, on a lab switch (a bridge in the namespace
 `cloudlab-sw`); the root namespace reaches the switch through the veth `cloudlab0`
 (10.213.0.1/24), so Ansible and cloudctl run from the normal shell. Nothing touches the
@@ -51,7 +51,9 @@ LAB_NET = ipaddress.ip_network("10.213.0.0/24")
 ROOT_ADDR = "10.213.0.1"
 FIRST_HOST_OFFSET = 10
 KNOWN_HOSTS = LAB_DIR / "known_hosts"
-OVERLAID_DIRS = ["/etc", "/var/lib", "/var/log", "/var/cache", "/opt", "/srv"]
+# /usr/local too: roles install scripts there (the cc role's keepalived notify script); shared,
+# one host's reset removed another's (the HA lab's CC pair lost its notify script).
+OVERLAID_DIRS = ["/etc", "/var/lib", "/var/log", "/var/cache", "/opt", "/srv", "/usr/local"]
 TMPFS_DIRS = ["/run", "/tmp"]
 
 
