@@ -166,7 +166,8 @@ def test_service_problems():
 
 def result(**kw) -> hf.Result:
     base = {"fault": "kill-primary", "primary": "ha1", "target": "ha1",
-                "first_success_s": {"ec2": 3.2, "s3": 4.1}, "outage_s": {"ec2": 3.5, "s3": 4.4},
+                "first_success_s": {"ec2": 3.2, "s3": 4.1}, "first_write_s": {"ec2": 3.3, "s3": 4.2},
+                "outage_s": {"ec2": 3.5, "s3": 4.4},
                 "failed_requests": {"ec2": 2, "s3": 3}, "acked": {"ec2": 100, "s3": 90},
                 "lost": {"ec2": [], "s3": []}, "max_holders": 1}  # fmt: skip
     return hf.Result(**(base | kw))
@@ -176,13 +177,15 @@ def test_problems_name_every_broken_limit():
     assert result().problems() == []
     broken = result(
         first_success_s={"ec2": None, "s3": 12.0},
+        first_write_s={"ec2": 3.0, "s3": 18.5},
         lost={"ec2": [7], "s3": []},
         max_holders=2,
         double_samples=[{"t": 1.0}],
         wrong_holder_samples=3,
     )
     problems = broken.problems()
-    assert len(problems) == 5
+    assert len(problems) == 6
+    assert "s3: first write after 18.5 s (limit 10.0)" in problems
     assert result(errors_allowed=False).problems() == [
         "failed requests {'ec2': 2, 's3': 3} (none may fail)"
     ]
@@ -191,6 +194,9 @@ def test_problems_name_every_broken_limit():
 
 
 def test_summary_rows():
-    rows = hf.summary([result(), result(first_success_s={"ec2": 1.0, "s3": 6.0})])
-    assert rows[2].startswith("| kill -9 of every service of the primary | 2 | 5.05 / 6.00 |")
+    rows = hf.summary([result(), result(first_success_s={"ec2": 1.0, "s3": 6.0},
+                                        first_write_s={"ec2": None, "s3": 6.1})])  # fmt: skip
+    assert rows[2].startswith(
+        "| kill -9 of every service of the primary | 2 | 5.05 / 6.00 | inf / inf |"
+    )
     assert rows[2].endswith("| 10 | 0 of 380 | 1 |")
