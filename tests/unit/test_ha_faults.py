@@ -1,5 +1,5 @@
 """bench/ha_faults.py's measurements, on made-up samples, attempts and processes (the faults
-themselves run against the HA lab in tests/integration/test_ha_faults.py)."""
+themselves run against the HA lab: bench/ha_faults.py)."""
 
 from __future__ import annotations
 
