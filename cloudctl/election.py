@@ -21,7 +21,7 @@ import base64
 import os
 import socket
 
-from cloudctl.state import EtcdStore, _b64, _session
+from cloudctl.state import EtcdStore, b64, etcd_session
 
 ELECTIONS = "elections/"
 
@@ -36,13 +36,13 @@ class Election:
         """Take the leadership if nobody holds it; True when this candidate holds it (on
         the process's current lease). Each round of a candidate calls it again: it is the
         check that this process still leads, too."""
-        session = _session(self.store.etcd, self.store.operation_ttl)
-        lease, key = session.lease, _b64(self.key)
+        session = etcd_session(self.store.etcd, self.store.operation_ttl)
+        lease, key = session.lease, b64(self.key)
         answer = self.store.etcd.post(
             "/kv/txn",
             {
                 "compare": [{"key": key, "target": "CREATE", "result": "EQUAL", "create_revision": 0}],
-                "success": [{"request_put": {"key": key, "value": _b64(self.candidate), "lease": lease}},
+                "success": [{"request_put": {"key": key, "value": b64(self.candidate), "lease": lease}},
                             {"request_range": {"key": key}}],
                 "failure": [{"request_range": {"key": key}}],
             },
@@ -52,18 +52,18 @@ class Election:
 
     def leader(self) -> str | None:
         """The id of the candidate that leads (None: nobody)."""
-        answer = self.store.etcd.post("/kv/range", {"key": _b64(self.key)})
+        answer = self.store.etcd.post("/kv/range", {"key": b64(self.key)})
         holder = _holder(answer)
         return holder[0] if holder else None
 
     def resign(self) -> None:
         """Give the leadership up (a graceful stop: the next candidate need not wait for the
         lease to expire); nothing when another candidate leads."""
-        key = _b64(self.key)
+        key = b64(self.key)
         self.store.etcd.post(
             "/kv/txn",
             {
-                "compare": [{"key": key, "target": "VALUE", "result": "EQUAL", "value": _b64(self.candidate)}],
+                "compare": [{"key": key, "target": "VALUE", "result": "EQUAL", "value": b64(self.candidate)}],
                 "success": [{"request_delete_range": {"key": key}}],
             },
         )  # fmt: skip

@@ -193,15 +193,15 @@ def _host_addresses(result: PlayResult) -> dict[str, str]:
 def etcd_statuses(config: EtcdState, hosts: dict[str, str]) -> list[ComponentStatus]:
     """One row per member of the state's etcd cluster, as each answers cloudctl itself;
     `hosts`: address -> inventory name (the row's host)."""
-    from cloudctl.state import _client, _reason  # the state backend's client and errors
+    from cloudctl.state import etcd_client, etcd_reason  # the state backend's client and errors
 
     answers: dict[str, dict[str, Any] | str] = {}
     for url in config.endpoints:
-        client = _client(url, config)
+        client = etcd_client(url, config)
         try:
             answers[url] = client.post(client.get_url("/maintenance/status"), json={})
         except etcd_errors.Etcd3Exception as exc:
-            answers[url] = _reason(exc)
+            answers[url] = etcd_reason(exc)
     members = {
         str(a["header"]["member_id"]): url for url, a in answers.items() if isinstance(a, dict)
     }

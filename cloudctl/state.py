@@ -561,26 +561,26 @@ class EtcdStore(Store):
             yield Transaction(state.data(), False, state.found, state.operations)
 
     def hold_operation(self, event_id: str) -> None:
-        _session(self.etcd, self.operation_ttl).put(self.prefix + OPERATIONS + event_id)
+        etcd_session(self.etcd, self.operation_ttl).put(self.prefix + OPERATIONS + event_id)
 
     def drop_operation(self, event_id: str) -> None:
-        _session(self.etcd, self.operation_ttl).delete(self.prefix + OPERATIONS + event_id)
+        etcd_session(self.etcd, self.operation_ttl).delete(self.prefix + OPERATIONS + event_id)
 
     # --- internals -----------------------------------------------------------------------
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[_Lock]:
         """Hold the state lock (its key holds our token while it is ours)."""
-        session = _session(self.etcd, self.lock_ttl)
+        session = etcd_session(self.etcd, self.lock_ttl)
         lock = _Lock(uuid.uuid4().hex)
-        key = _b64(self.prefix + LOCK_KEY)
+        key = b64(self.prefix + LOCK_KEY)
         deadline = time.monotonic() + self.lock_wait
         delay = 0.002
         while True:
             lease = session.current()
             txn = {
                 "compare": [{"key": key, "target": "CREATE", "result": "EQUAL", "create_revision": 0}],
-                "success": [{"request_put": {"key": key, "value": _b64(lock.token), "lease": lease}}],
+                "success": [{"request_put": {"key": key, "value": b64(lock.token), "lease": lease}}],
                 "failure": [{"request_range": {"key": key}}],
             }  # fmt: skip
             try:
@@ -630,7 +630,7 @@ class EtcdStore(Store):
                 return state
         prefix = self.prefix.encode()
         answer = self.etcd.post(
-            "/kv/range", {"key": _b64(prefix), "range_end": _b64(_prefix_end(prefix))}
+            "/kv/range", {"key": b64(prefix), "range_end": b64(_prefix_end(prefix))}
         )
         state = _EtcdState(int(answer["header"]["revision"]))
         self._take(state, answer.get("kvs", []))
@@ -641,16 +641,16 @@ class EtcdStore(Store):
         """`cached` brought up to date, or None when records were deleted since."""
 
         def counted(start: str, end: str | None = None) -> dict[str, Any]:
-            ranged = {"key": _b64(self.prefix + start), "count_only": True}
+            ranged = {"key": b64(self.prefix + start), "count_only": True}
             return {
-                "request_range": ranged | ({"range_end": _b64(self.prefix + end)} if end else {})
+                "request_range": ranged | ({"range_end": b64(self.prefix + end)} if end else {})
             }
 
         prefix = self.prefix.encode()
-        changed = {"key": _b64(prefix), "range_end": _b64(_prefix_end(prefix)),
+        changed = {"key": b64(prefix), "range_end": b64(_prefix_end(prefix)),
                    "min_mod_revision": cached.revision + 1}  # fmt: skip
-        ops = {"key": _b64(self.prefix + OPERATIONS), "keys_only": True,
-               "range_end": _b64(_prefix_end((self.prefix + OPERATIONS).encode()))}  # fmt: skip
+        ops = {"key": b64(self.prefix + OPERATIONS), "keys_only": True,
+               "range_end": b64(_prefix_end((self.prefix + OPERATIONS).encode()))}  # fmt: skip
         answer = self.etcd.post("/kv/txn", {"success": [
             {"request_range": changed}, counted("t/", "t0"), counted("a/", "a0"), counted("cloud"),
             {"request_range": ops},
@@ -698,19 +698,17 @@ class EtcdStore(Store):
             if old is not None and old.raw == payload:
                 continue
             compare.append(_compare_revision(self.prefix + key, old))
-            success.append(
-                {"request_put": {"key": _b64(self.prefix + key), "value": _b64(payload)}}
-            )
+            success.append({"request_put": {"key": b64(self.prefix + key), "value": b64(payload)}})
         for key in state.records.keys() - records.keys():
             compare.append(_compare_revision(self.prefix + key, state.records[key]))
-            success.append({"request_delete_range": {"key": _b64(self.prefix + key)}})
+            success.append({"request_delete_range": {"key": b64(self.prefix + key)}})
         if not success:
             return False
-        commit_key = _b64(self.prefix + COMMIT_KEY)
-        success.append({"request_put": {"key": commit_key, "value": _b64(token)}})
-        success.append({"request_delete_range": {"key": _b64(self.prefix + LOCK_KEY)}})
+        commit_key = b64(self.prefix + COMMIT_KEY)
+        success.append({"request_put": {"key": commit_key, "value": b64(token)}})
+        success.append({"request_delete_range": {"key": b64(self.prefix + LOCK_KEY)}})
         failure = [
-            {"request_range": {"key": _b64(self.prefix + LOCK_KEY)}},
+            {"request_range": {"key": b64(self.prefix + LOCK_KEY)}},
             {"request_range": {"key": commit_key}},
         ]
         answer = self.etcd.post(
@@ -836,7 +834,7 @@ def _quote(value: Any) -> str:
     return urllib.parse.quote(str(value), safe=":@")
 
 
-def _b64(value: str | bytes) -> str:
+def b64(value: str | bytes) -> str:
     return base64.b64encode(value.encode() if isinstance(value, str) else value).decode()
 
 
@@ -847,9 +845,9 @@ def _prefix_end(prefix: bytes) -> bytes:
 
 def _compare_revision(key: str, record: _Record | None) -> dict[str, Any]:
     if record is None:
-        return {"key": _b64(key), "target": "CREATE", "result": "EQUAL", "create_revision": 0}
+        return {"key": b64(key), "target": "CREATE", "result": "EQUAL", "create_revision": 0}
     return {
-        "key": _b64(key),
+        "key": b64(key),
         "target": "MOD",
         "result": "EQUAL",
         "mod_revision": record.mod_revision,
@@ -857,7 +855,7 @@ def _compare_revision(key: str, record: _Record | None) -> dict[str, Any]:
 
 
 def _compare_value(key: str, value: str) -> dict[str, Any]:
-    return {"key": _b64(key), "target": "VALUE", "result": "EQUAL", "value": _b64(value)}
+    return {"key": b64(key), "target": "VALUE", "result": "EQUAL", "value": b64(value)}
 
 
 def _range_value(answer: dict[str, Any], index: int) -> str | None:
@@ -874,7 +872,7 @@ class _Etcd:
     def __init__(self, config: EtcdState, retry_for: float) -> None:
         self.config = config
         self.retry_for = retry_for
-        self.clients = [_client(url, config) for url in config.endpoints]
+        self.clients = [etcd_client(url, config) for url in config.endpoints]
         self.current = 0
 
     def post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -891,10 +889,10 @@ class _Etcd:
                     etcd_errors.ConnectionFailedError,
                     etcd_errors.ConnectionTimeoutError,
                 ) as exc:
-                    reasons.append(_reason(exc))
+                    reasons.append(etcd_reason(exc))
                     self.current = (index + 1) % len(self.clients)
                 except etcd_errors.Etcd3Exception as exc:
-                    reason = _reason(exc)
+                    reason = etcd_reason(exc)
                     raise EtcdRefused(
                         f"etcd at {self.config.endpoints[index]} refused a request on "
                         f"{self.config.prefix}: {reason}",
@@ -916,7 +914,7 @@ class _Etcd:
             delay = min(delay * 2, 1.0)
 
 
-def _client(url: str, config: EtcdState) -> etcd3gw.Etcd3Client:
+def etcd_client(url: str, config: EtcdState) -> etcd3gw.Etcd3Client:
     # Our own session: with the environment trusted, $REQUESTS_CA_BUNDLE would replace the
     # cloud's CA and $HTTPS_PROXY would carry the state through a proxy.
     session = requests.Session()
@@ -932,7 +930,7 @@ def _client(url: str, config: EtcdState) -> etcd3gw.Etcd3Client:
     )  # fmt: skip
 
 
-def _reason(exc: etcd_errors.Etcd3Exception) -> str:
+def etcd_reason(exc: etcd_errors.Etcd3Exception) -> str:
     """The gist of an etcd3gw error: etcd's own message, the TLS error ("TLS: ..."), or the
     socket error."""
     text = str(exc.detail_text or exc)
@@ -977,7 +975,7 @@ class _Session:
             if self.lease is None:
                 lease = str(self.etcd.post("/lease/grant", {"TTL": self.ttl, "ID": 0})["ID"])
                 for key in self.keys:
-                    self.etcd.post("/kv/put", {"key": _b64(key), "value": "", "lease": lease})
+                    self.etcd.post("/kv/put", {"key": b64(key), "value": "", "lease": lease})
                 self.lease = lease
             return self.lease
 
@@ -991,12 +989,12 @@ class _Session:
     def put(self, key: str) -> None:
         with self.mutex:
             self.keys.add(key)
-        self.etcd.post("/kv/put", {"key": _b64(key), "value": "", "lease": self.current()})
+        self.etcd.post("/kv/put", {"key": b64(key), "value": "", "lease": self.current()})
 
     def delete(self, key: str) -> None:
         with self.mutex:
             self.keys.discard(key)
-        self.etcd.post("/kv/deleterange", {"key": _b64(key)})
+        self.etcd.post("/kv/deleterange", {"key": b64(key)})
 
     def _keep(self) -> None:
         while True:
@@ -1013,7 +1011,7 @@ _SESSIONS: dict[tuple[_Etcd, int], _Session] = {}
 _SESSIONS_MUTEX = threading.Lock()
 
 
-def _session(etcd: _Etcd, ttl: int) -> _Session:
+def etcd_session(etcd: _Etcd, ttl: int) -> _Session:
     """The process's session on a cluster (a connection is per process already)."""
     with _SESSIONS_MUTEX:
         if (etcd, ttl) not in _SESSIONS:

@@ -4,7 +4,6 @@ etcd, TLS with client certificates. A real etcd cluster (tests/state/conftest.py
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import itertools
 import json
@@ -22,7 +21,7 @@ import yaml
 
 from cloudctl import journal
 from cloudctl.config import EtcdState, Settings
-from cloudctl.state import EtcdStore, StateError, StateStore, _records
+from cloudctl.state import EtcdStore, StateError, StateStore, _records, b64
 from tests.conftest import poll
 from tests.integration.cloud_client import cloudctl_here
 from tests.state.conftest import etcd_state
@@ -32,16 +31,12 @@ SPAWN = multiprocessing.get_context("spawn")
 PROJECT = Path(__file__).resolve().parents[2]
 
 
-def _b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()
-
-
 def _put(store: EtcdStore, key: str, value: str) -> None:
-    store.etcd.post("/kv/put", {"key": _b64(store.prefix + key), "value": _b64(value)})
+    store.etcd.post("/kv/put", {"key": b64(store.prefix + key), "value": b64(value)})
 
 
 def _lock_lease(store: EtcdStore) -> str:
-    [kv] = store.etcd.post("/kv/range", {"key": _b64(store.prefix + "lock")})["kvs"]
+    [kv] = store.etcd.post("/kv/range", {"key": b64(store.prefix + "lock")})["kvs"]
     return kv["lease"]
 
 
@@ -88,12 +83,12 @@ def test_reads_see_what_other_controllers_changed(etcd_store):
         for name in ("i-1", "i-2", "i-3"):
             tx.table("instances").insert({"id": name, **OWNER, "state": "pending"})
     assert len(etcd_store.all("instances")) == 3
-    etcd_store.etcd.post("/kv/deleterange", {"key": _b64(etcd_store.prefix + "t/instances/i-1")})
+    etcd_store.etcd.post("/kv/deleterange", {"key": b64(etcd_store.prefix + "t/instances/i-1")})
     _put(etcd_store, "t/instances/i-4", json.dumps({"id": "i-4", **OWNER}))  # as many as before
     _put(etcd_store, "t/instances/i-2", json.dumps({"id": "i-2", **OWNER, "state": "running"}))
     assert [(r["id"], r.get("state")) for r in etcd_store.all("instances")] == [
         ("i-2", "running"), ("i-3", "pending"), ("i-4", None)]  # fmt: skip
-    etcd_store.etcd.post("/kv/deleterange", {"key": _b64(etcd_store.prefix + "t/instances/i-3")})
+    etcd_store.etcd.post("/kv/deleterange", {"key": b64(etcd_store.prefix + "t/instances/i-3")})
     assert [r["id"] for r in etcd_store.all("instances")] == ["i-2", "i-4"]
 
 
