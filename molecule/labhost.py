@@ -220,25 +220,8 @@ def create(name: str) -> dict:
         sh("ip", "netns", "add", ns)
         in_ns = ["ip", "netns", "exec", ns]
         sh(*in_ns, "ip", "link", "set", "lo", "up")
-        switch_port = f"h-{name}"
-        sh(
-            "ip",
-            "-n",
-            SWITCH_NS,
-            "link",
-            "add",
-            switch_port,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            ns,
-        )
-        sh("ip", "-n", SWITCH_NS, "link", "set", switch_port, "master", SWITCH_BRIDGE, "up")
+        link(SWITCH_NS, SWITCH_BRIDGE, f"h-{name}", ns, "eth0")
         sh(*in_ns, "ip", "addr", "add", f"{address}/{LAB_NET.prefixlen}", "dev", "eth0")
-        sh(*in_ns, "ip", "link", "set", "eth0", "up")
 
         host_key = hdir / "ssh_host_ed25519_key"
         sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key))
@@ -334,6 +317,15 @@ def destroy(name: str) -> None:
             remove_switch()
 
 
+def link(bridge_ns: str, bridge: str, port: str, ns: str, ifname: str) -> None:
+    """A veth from BRIDGE (in netns BRIDGE_NS, as PORT) into netns NS (as IFNAME), both ends
+    up: how hosts and stubs join the switch and how wires reach hosts."""
+    sh("ip", "-n", bridge_ns, "link", "add", port, "type", "veth", "peer", "name", ifname,
+       "netns", ns)  # fmt: skip
+    sh("ip", "-n", bridge_ns, "link", "set", port, "master", bridge, "up")
+    sh("ip", "-n", ns, "link", "set", ifname, "up")
+
+
 def new_netns(name: str) -> str:
     """The empty netns cloudlab-NAME of a wire or stub (refused if NAME is taken)."""
     if len(name) > 12 or not name.replace("-", "").isalnum():
@@ -359,24 +351,7 @@ def wire(name: str, hosts: list[str], ifname: str = "eth1") -> dict:
         sh("ip", "-n", ns, "link", "add", "br0", "type", "bridge", "forward_delay", "0")
         sh("ip", "-n", ns, "link", "set", "br0", "up")
         for info in infos:
-            port = f"w-{info['name']}"
-            sh(
-                "ip",
-                "-n",
-                ns,
-                "link",
-                "add",
-                port,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                ifname,
-                "netns",
-                info["netns"],
-            )
-            sh("ip", "-n", ns, "link", "set", port, "master", "br0", "up")
-            sh("ip", "-n", info["netns"], "link", "set", ifname, "up")
+            link(ns, "br0", f"w-{info['name']}", info["netns"], ifname)
         record = {"name": name, "netns": ns, "hosts": hosts, "ifname": ifname}
         extra_path("wires", name).parent.mkdir(mode=0o700, exist_ok=True)
         extra_path("wires", name).write_text(json.dumps(record, indent=2))
@@ -394,25 +369,8 @@ def stub(name: str, address: str) -> dict:
             raise SystemExit(f"labhost: {address} is taken")
         ensure_switch()
         ns = new_netns(name)
-        port = f"h-{name}"
-        sh(
-            "ip",
-            "-n",
-            SWITCH_NS,
-            "link",
-            "add",
-            port,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            ns,
-        )
-        sh("ip", "-n", SWITCH_NS, "link", "set", port, "master", SWITCH_BRIDGE, "up")
+        link(SWITCH_NS, SWITCH_BRIDGE, f"h-{name}", ns, "eth0")
         sh("ip", "-n", ns, "addr", "add", f"{address}/{LAB_NET.prefixlen}", "dev", "eth0")
-        sh("ip", "-n", ns, "link", "set", "eth0", "up")
         record = {"name": name, "netns": ns, "address": address}
         extra_path("stubs", name).parent.mkdir(mode=0o700, exist_ok=True)
         extra_path("stubs", name).write_text(json.dumps(record, indent=2))
