@@ -11,14 +11,16 @@ import pytest
 PROJECT = Path(__file__).resolve().parents[1]
 
 
-def _load_labhost():
-    spec = importlib.util.spec_from_file_location("labhost", PROJECT / "molecule" / "labhost.py")
+def load_file(name: str, path: Path):
+    """A Python file of the project that is not in a package (a script, a module of the
+    collection), imported as module NAME."""
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-labhost = _load_labhost()
+labhost = load_file("labhost", PROJECT / "molecule" / "labhost.py")
 
 
 @pytest.fixture(scope="session")

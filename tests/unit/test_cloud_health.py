@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import load_file
+
 PROJECT = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location(
+cloud_health = load_file(
     "cloud_health",
     PROJECT / "collections/ansible_collections/cloudctl/cloud/plugins/modules/cloud_health.py",
 )
-cloud_health = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(cloud_health)
 
 # Captured from `ss -H -lunp 'sport = :67'` with dnsmasq (bind-interfaces) on cloudbr0,
 # then without bind-interfaces, plus a socket bound to an address.

@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import load_file
+
 COLLECTION = Path(__file__).resolve().parents[2] / "collections/ansible_collections/cloudctl/cloud"
 
 
-def load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-vrrp = load("vrrp_filters", COLLECTION / "plugins/filter/vrrp.py")
-arbitrator = load("arbitrator", COLLECTION / "roles/keepalived/files/arbitrator.py")
+vrrp = load_file("vrrp_filters", COLLECTION / "plugins/filter/vrrp.py")
+arbitrator = load_file("arbitrator", COLLECTION / "roles/keepalived/files/arbitrator.py")
 
 GROUPS = {"clc": ["ha1", "ha2"], "walrus": ["ha1", "ha2"], "cc": ["ha1", "ha2", "cc3"],
           "witness": ["wit"]}  # fmt: skip
