@@ -31,6 +31,31 @@ if not ANSIBLE_PLAYBOOK.exists():  # pragma: no cover - fallback outside a venv
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
 
+# A TCP server for the network tests (run with python -c in a netns): args NAME PORT; it
+# answers each connection with "NAME <peer address>" (who reached it, after any NAT).
+TCP_SERVER = """
+import socket, sys
+name, port = sys.argv[1], int(sys.argv[2])
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", port))
+s.listen(16)
+while True:
+    c, (peer, _) = s.accept()
+    c.sendall(f"{name} {peer}\\n".encode())
+    c.close()
+"""
+# Its client: args HOST PORT TIMEOUT; prints the answer, or "ERR <why>".
+TCP_CLIENT = """
+import socket, sys
+try:
+    c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=float(sys.argv[3]))
+    print(c.recv(100).decode().strip())
+except OSError as exc:
+    print(f"ERR {exc}")
+"""
+
+
 def run_module(
     tmp_path: Path,
     module: str,

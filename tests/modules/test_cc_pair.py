@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
-from modhelpers import PLUGINS, needs_root, run_module
+from modhelpers import PLUGINS, TCP_CLIENT, TCP_SERVER, needs_root, run_module
 
 pytestmark = [needs_root, pytest.mark.integration]
 
@@ -34,24 +34,6 @@ PUBLIC, CLIENT = "198.51.100.20", "198.51.100.254"
 CCS = {"cc1": "198.51.100.11", "cc2": "198.51.100.12"}
 SERVICE = "cloud-dnsmasq-zone-a"
 PORT = 8080
-SERVER = """
-import socket, sys
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", int(sys.argv[1])))
-s.listen(8)
-while True:
-    c, (peer, _) = s.accept()
-    c.sendall(f"inst {peer}\\n".encode())
-    c.close()
-"""
-CLIENT_CODE = """
-import socket, sys
-try:
-    print(socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1).recv(100).decode())
-except OSError as exc:
-    print(f"ERR {exc}")
-"""
 SUPERVISOR = """[unix_http_server]
 file={d}/supervisor.sock
 [supervisord]
@@ -213,7 +195,9 @@ class Pair:
         to get one (polled)."""
         start = time.monotonic()
         while True:
-            out = self.sh("client", sys.executable, "-c", CLIENT_CODE, PUBLIC, str(PORT)).strip()
+            out = self.sh(
+                "client", sys.executable, "-c", TCP_CLIENT, PUBLIC, str(PORT), "1"
+            ).strip()
             if out.startswith("inst") or time.monotonic() - start > 20:
                 return out, time.monotonic() - start
             time.sleep(0.1)
@@ -255,7 +239,7 @@ def test_the_holder_serves_and_the_notify_script_moves_it(pair):
     pair.sh("inst", "ip", "addr", "add", f"{INST_IP}/24", "dev", "eth0")
     pair.sh("inst", "ip", "route", "add", "default", "via", GATEWAY)
     pair.server = subprocess.Popen(["ip", "netns", "exec", pair.ns["inst"], sys.executable,
-                                    "-c", SERVER, str(PORT)])  # fmt: skip
+                                    "-c", TCP_SERVER, "inst", str(PORT)])  # fmt: skip
     answer, _ = pair.reach()
     assert answer == f"inst {CLIENT}"  # DNAT in, the reply un-NATed by the holder
 

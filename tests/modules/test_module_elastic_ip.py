@@ -20,7 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from modhelpers import needs_root, ns_ip_json, run_module
+from modhelpers import TCP_CLIENT, TCP_SERVER, needs_root, ns_ip_json, run_module
 
 pytestmark = needs_root
 
@@ -42,28 +42,6 @@ OTHER_RULES = [
     "-A POSTROUTING -s 10.9.0.0/16 -o pub0 -j SNAT --to-source 198.51.100.1",
     "-A OTHER-CHAIN -d 203.0.113.7/32 -j RETURN",
 ]
-
-SERVER = """
-import socket, sys
-name, port = sys.argv[1], int(sys.argv[2])
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", port))
-s.listen(16)
-while True:
-    c, (peer, _) = s.accept()
-    c.sendall(f"{name} {peer}\\n".encode())
-    c.close()
-"""
-
-CLIENT_CODE = """
-import socket, sys
-try:
-    c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=float(sys.argv[3]))
-    print(c.recv(100).decode().strip())
-except OSError as exc:
-    print(f"ERR {exc}")
-"""
 
 
 def sh(*args: str) -> str:
@@ -127,7 +105,7 @@ class Lab:
 
     def serve(self, name: str, port: int) -> None:
         ns = self.ns[name]
-        cmd = ["ip", "netns", "exec", ns, sys.executable, "-c", SERVER, name, str(port)]
+        cmd = ["ip", "netns", "exec", ns, sys.executable, "-c", TCP_SERVER, name, str(port)]
         self.servers.append(subprocess.Popen(cmd))
         deadline = time.monotonic() + 20
         while not self.connect(name, "127.0.0.1", port, 1).startswith(name):
@@ -137,7 +115,7 @@ class Lab:
     def connect(self, src: str, addr: str, port: int = PORT, timeout: float = 2.0) -> str:
         """One TCP connection from namespace ``src``: the server's line, or 'ERR ...'."""
         ns = self.ns[src]
-        out = self.exec(ns, sys.executable, "-c", CLIENT_CODE, addr, str(port), str(timeout))
+        out = self.exec(ns, sys.executable, "-c", TCP_CLIENT, addr, str(port), str(timeout))
         return out.strip()
 
     def reach(self, src: str, addr: str, port: int = PORT, expect: str = "") -> str:
