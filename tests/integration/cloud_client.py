@@ -126,6 +126,27 @@ def in_host(host: str, *command: str, input: str | None = None) -> subprocess.Co
     )  # fmt: skip
 
 
+class PublicSideClient:
+    """A CloudClient whose cloud has a public side with a client on it (elastic IPs): the
+    class provides from_client(*command) (a command run by that client) and
+    client_known_hosts (the client's known_hosts file)."""
+
+    def client_trusts(self, public_ip: str, private_ip: str) -> None:
+        """The client knows the host keys of the instance (from its console) at public_ip."""
+        keys = self.host_keys.get(private_ip) or self.console_host_keys(private_ip)
+        assert keys, f"no host keys on the console of {private_ip}"
+        self.client_known_hosts.write_text(
+            "".join(f"{public_ip} {k.type} {k.blob}\n" for k in keys)
+        )
+
+    def client_ssh(self, ip: str, command: str = "hostname") -> subprocess.CompletedProcess:
+        return self.from_client(
+            "ssh", "-i", str(self.key), "-o", "StrictHostKeyChecking=yes",
+            "-o", f"UserKnownHostsFile={self.client_known_hosts}", "-o", "ConnectTimeout=4",
+            "-o", "BatchMode=yes", f"root@{ip}", command,
+        )  # fmt: skip
+
+
 class UnknownHostKey(paramiko.SSHException):
     """The server offered a key of a type we know no key of: it is refused."""
 

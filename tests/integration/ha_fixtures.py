@@ -12,7 +12,6 @@ lab's inventory and home, on the state in etcd (the client certificate fetched w
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -20,23 +19,16 @@ import time
 
 import pytest
 
-from tests.conftest import PROJECT
-from tests.integration.cloud_client import CloudClient, in_host
+from tests.conftest import PROJECT, load_file
+from tests.integration.cloud_client import CloudClient, PublicSideClient, in_host
 
 WEB_GROUP = "ha-web"
 
 
-def load_halab():
-    spec = importlib.util.spec_from_file_location("halab", PROJECT / "scripts/halab.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+halab = load_file("halab", PROJECT / "scripts/halab.py")
 
 
-halab = load_halab()
-
-
-class HaLab(CloudClient):
+class HaLab(PublicSideClient, CloudClient):
     """cloudctl on the lab's cloud, the lab's parts, and its instance and elastic IP (ids)."""
 
     def __init__(self) -> None:
@@ -55,31 +47,6 @@ class HaLab(CloudClient):
     def from_client(self, *command: str) -> subprocess.CompletedProcess:
         """A command on the public side: in the lab gateway's netns (198.51.100.1)."""
         return halab.in_netns(halab.GATEWAY, *command)
-
-    def client_trusts(self, public_ip: str, private_ip: str) -> None:
-        """The client knows the host keys of the instance (from its console) at public_ip."""
-        keys = self.host_keys.get(private_ip) or self.console_host_keys(private_ip)
-        assert keys, f"no host keys on the console of {private_ip}"
-        self.client_known_hosts.write_text(
-            "".join(f"{public_ip} {k.type} {k.blob}\n" for k in keys)
-        )
-
-    def client_ssh(self, ip: str, command: str = "hostname") -> subprocess.CompletedProcess:
-        return self.from_client(
-            "ssh", "-i", str(self.key), "-o", "StrictHostKeyChecking=yes",
-            "-o", f"UserKnownHostsFile={self.client_known_hosts}", "-o", "ConnectTimeout=4",
-            "-o", "BatchMode=yes", f"root@{ip}", command,
-        )  # fmt: skip
-
-
-def eventually(check, what: str, deadline_s: float = 60) -> None:
-    """Poll `check` until it is true."""
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(1)  # poll interval
-    pytest.fail(f"not within {deadline_s}s: {what}")
 
 
 def run_instance(lab: HaLab) -> None:
@@ -131,4 +98,4 @@ def release_ha_lab(item: pytest.Item, nextitem: pytest.Item | None) -> None:
         halab.down()
 
 
-__all__ = ["HaLab", "eventually", "ha_lab", "halab", "in_host", "release_ha_lab"]
+__all__ = ["HaLab", "ha_lab", "halab", "in_host", "release_ha_lab"]

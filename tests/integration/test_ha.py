@@ -10,7 +10,8 @@ import subprocess
 
 import pytest
 
-from tests.integration.ha_fixtures import HaLab, eventually
+from tests.conftest import poll
+from tests.integration.ha_fixtures import HaLab
 
 pytestmark = pytest.mark.integration
 
@@ -53,5 +54,5 @@ def test_the_instance_answers_on_its_private_address_and_its_elastic_ip(ha_lab):
     assert ha_lab.guest(holder, instance["private_ip"], "hostname").strip() == instance["id"]
     eip = ha_lab.ids["eip"]
     ha_lab.client_trusts(eip, instance["private_ip"])
-    eventually(lambda: ha_lab.client_ssh(eip).stdout.strip() == instance["id"],
-               f"SSH from the public side to {eip}")  # fmt: skip
+    poll(lambda: ha_lab.client_ssh(eip).stdout.strip() == instance["id"],
+         f"SSH from the public side to {eip}", 60, 1)  # fmt: skip

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from tests.conftest import PROJECT, labhost
-from tests.integration.cloud_client import CloudClient, in_host
+from tests.integration.cloud_client import CloudClient, PublicSideClient, in_host
 
 pytestmark = pytest.mark.integration
 HOST_A, HOST_B = "nw-a", "nw-b"
@@ -56,7 +56,7 @@ HOSTS = {
 }
 
 
-class Cloud(CloudClient):
+class Cloud(PublicSideClient, CloudClient):
     def __init__(self, workdir: Path) -> None:
         super().__init__(workdir, "k")
         self.client_ns = f"cloudtest-pub-{secrets.token_hex(3)}"
@@ -66,21 +66,6 @@ class Cloud(CloudClient):
         return subprocess.run(
             ["ip", "netns", "exec", self.client_ns, *command],
             capture_output=True, text=True, timeout=timeout, check=False,
-        )  # fmt: skip
-
-    def client_trusts(self, public_ip: str, private_ip: str) -> None:
-        """The client knows the host keys of the instance (from its console) at public_ip."""
-        keys = self.host_keys.get(private_ip) or self.console_host_keys(private_ip)
-        assert keys, f"no host keys on the console of {private_ip}"
-        self.client_known_hosts.write_text(
-            "".join(f"{public_ip} {k.type} {k.blob}\n" for k in keys)
-        )
-
-    def client_ssh(self, ip: str, command: str = "hostname") -> subprocess.CompletedProcess:
-        return self.from_client(
-            "ssh", "-i", str(self.key), "-o", "StrictHostKeyChecking=yes",
-            "-o", f"UserKnownHostsFile={self.client_known_hosts}", "-o", "ConnectTimeout=4",
-            "-o", "BatchMode=yes", f"root@{ip}", command,
         )  # fmt: skip
 
     def client_ping(self, ip: str) -> bool:
