@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[1]
-HOST = "ciab"  # the demo's lab host (scripts/ciab.sh)
+HOST = os.environ.get("CIAB_HOST", "ciab")  # the demo's lab host and cloud (scripts/ciab.sh)
 LAB = PROJECT / ".lab" / HOST
 BIN = Path(sys.executable).parent
 IMAGE_DIR = PROJECT / ".cache" / "test-image"

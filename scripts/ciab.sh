@@ -8,35 +8,37 @@
 #   scripts/ciab.sh            deploy (again) and show `cloudctl service status`
 #   scripts/ciab.sh --destroy  run reset.yml, then remove the lab host
 #
-# CIAB_HOST names the lab host (default ciab), for two demos on one machine.
+# CIAB_HOST names the lab host, the cloud (`cloudctl --cloud NAME`) and its files in .lab/NAME
+# (default ciab), for two demos on one machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PROJECT="$PWD"
 HOST="${CIAB_HOST:-ciab}"
-INVENTORY="$PROJECT/.lab/ciab/inventory"
-CLOUD_HOME="$PROJECT/.lab/ciab/cloudctl"
+LAB="$PROJECT/.lab/$HOST"
+INVENTORY="$LAB/inventory"
+CLOUD_HOME="$LAB/cloudctl"
 export PATH="$PROJECT/.venv/bin:$PATH"
 # The demo cloud is a named cloud (~/.config/cloudctl/clouds.yaml): any shell reaches it
 # with `cloudctl --cloud ciab ...`, or plain `cloudctl ...` while it is the default cloud.
-export CLOUDCTL_CLOUD=ciab
+export CLOUDCTL_CLOUD=$HOST
 
 if [ "${1:-}" = "--destroy" ]; then
   if [ -d "$INVENTORY" ]; then
     ANSIBLE_CONFIG="$PROJECT/ansible.cfg" ansible-playbook -i "$INVENTORY" cloudctl.cloud.reset || true
   fi
   python3 molecule/labhost.py destroy "$HOST"
-  rm -rf "$PROJECT/.lab/ciab"
-  if cloudctl cloud list -o json | grep -q '"name": "ciab"'; then cloudctl cloud remove ciab; fi
+  rm -rf "$LAB"
+  if cloudctl cloud list -o json | grep -q "\"name\": \"$HOST\""; then cloudctl cloud remove "$HOST"; fi
   exit 0
 fi
 
 if ! python3 molecule/labhost.py list | grep -q "^$HOST "; then
   python3 molecule/labhost.py create "$HOST"
 fi
-mkdir -p "$PROJECT/.lab/ciab"
+mkdir -p "$LAB"
 python3 molecule/labhost.py inventory "$HOST" --groups-from inventory/ciab --out "$INVENTORY" >/dev/null
 sed -i "s/\bciab:/$HOST:/" "$INVENTORY/hosts.yml"  # the example's host is the lab host
-cloudctl cloud add ciab --inventory "$INVENTORY" --home "$CLOUD_HOME"
+cloudctl cloud add "$HOST" --inventory "$INVENTORY" --home "$CLOUD_HOME"
 
 cloudctl deploy
 cloudctl service status
@@ -53,7 +55,7 @@ if [ -z "$EMI" ]; then
   EMI=$(cloudctl image list -o json | python3 -c \
     'import json,sys; print(next(i["id"] for i in json.load(sys.stdin) if i["name"] == "tiny"))')
 fi
-KEY="$PROJECT/.lab/ciab/demo.pem"
+KEY="$LAB/demo.pem"
 if [ ! -e "$KEY" ]; then
   cloudctl keypair delete demo >/dev/null 2>&1 || true
   cloudctl keypair create demo --output-file "$KEY"
@@ -70,7 +72,7 @@ cloudctl volume attach "$VOL" --instance "$IID"
 # SSH checks host keys: the lab host's are in the inventory's known_hosts (labhost.py wrote
 # them); the guest prints its own on its console once booted, as cloud-init does, and we
 # record them from there, as EC2 users do with get-console-output.
-GUEST_KNOWN_HOSTS="$PROJECT/.lab/ciab/guest_known_hosts"
+GUEST_KNOWN_HOSTS="$LAB/guest_known_hosts"
 KEYS=""
 for _ in $(seq 60); do  # it boots under TCG: poll its console for up to 5 minutes
   KEYS=$(cloudctl instance console "$IID" | tr -d '\r' \
@@ -87,7 +89,7 @@ echo "$KEYS" | sed "s/^/$IP /" > "$GUEST_KNOWN_HOSTS"
 clc_cloudctl() {
   python3 molecule/labhost.py run "$HOST" -- env -i HOME=/root PATH=/usr/bin:/bin bash -lc "cloudctl $*"
 }
-CREDS="$PROJECT/.lab/ciab/demo-credentials"
+CREDS="$LAB/demo-credentials"
 if [ ! -d "$CREDS" ]; then
   clc_cloudctl account show demo >/dev/null 2>&1 || clc_cloudctl account create demo
   clc_cloudctl user credentials demo/admin --output-dir "$CREDS"
@@ -106,7 +108,7 @@ echo "(the instance network lives inside the lab host: SSH goes through it as a 
 JUMP="ssh -i /root/.cloudlab/id_ed25519 -o StrictHostKeyChecking=yes -o UserKnownHostsFile=$INVENTORY/known_hosts -W %h:%p root@$LAB_IP"
 echo "SSH in:    ssh -i $KEY -o StrictHostKeyChecking=yes -o UserKnownHostsFile=$GUEST_KNOWN_HOSTS -o ProxyCommand='$JUMP' root@$IP"
 echo "           (the volume is /dev/disk/by-id/virtio-$VOL)"
-echo "Use it:    cloudctl --cloud ciab instance list   (plain \`cloudctl instance list\` while ciab is the default cloud)"
+echo "Use it:    cloudctl --cloud $HOST instance list   (plain \`cloudctl instance list\` while $HOST is the default cloud)"
 echo "The API:   $API (EC2 and S3 over HTTPS, certificate signed by the cloud's CA)"
 echo "           user demo/admin's files in $CREDS:"
 echo "           credentials + config (AWS profile demo-admin: keys, region, endpoints, CA),"
