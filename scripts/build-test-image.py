@@ -14,6 +14,7 @@ See images/README.md.
 """
 
 import argparse
+import fcntl
 import gzip
 import hashlib
 import io
@@ -512,7 +513,10 @@ def main(argv=None):
     ap.add_argument("--json", action="store_true", help="print the manifest as JSON")
     args = ap.parse_args(argv)
     out = args.out.resolve()
-    manifest, cached = build(out, args.force)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".lock", "w") as lock:  # builds started at once (test fixtures) take turns
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        manifest, cached = build(out, args.force)
     if args.json:
         print(json.dumps(dict(manifest, out=str(out), cached=cached), indent=2))
     else:

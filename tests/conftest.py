@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.background import Background
+
 PROJECT = Path(__file__).resolve().parents[1]
+INTEGRATION = PROJECT / "tests" / "integration"
 
 
 def load_file(name: str, path: Path):
@@ -21,6 +24,21 @@ def load_file(name: str, path: Path):
 
 
 labhost = load_file("labhost", PROJECT / "molecule" / "labhost.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The integration tests last (in their own order), so that the background jobs they
+    need (deploys, molecule scenarios) run beside the faster tests before them."""
+    items.sort(key=lambda item: INTEGRATION in item.path.parents)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def background(request, tmp_path_factory):
+    """The session's background jobs (tests/background.py), started at once."""
+    jobs = Background(tmp_path_factory)
+    jobs.start(request.session.items)
+    yield jobs
+    jobs.close()
 
 
 @pytest.fixture(scope="session")

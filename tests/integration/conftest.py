@@ -1,6 +1,7 @@
 """The cloud-in-a-box that the robustness tests share (faults, concurrency, crash, secrets).
 
-One lab host, deployed once per test session, with the test image registered, a key pair,
+One lab host, deployed once per test session (in the background from the session's start,
+tests/background.py), with the test image registered, a key pair,
 and an elastic IP pool (198.51.100.16/28) on a public interface (a veth pair) inside the lab
 host. OPS_CLOUD_HOST names the lab host (default ops-ciab), so that two runs on one machine
 can keep apart. Tests that break something on the host (a stopped daemon) restore it.
@@ -15,6 +16,7 @@ import sys
 import pytest
 import yaml
 
+from tests.background import job, uses
 from tests.conftest import PROJECT, labhost
 from tests.integration.api_fixtures import ops_api  # noqa: F401 (a fixture)
 from tests.integration.cloud_client import CloudClient, in_host
@@ -27,9 +29,13 @@ def pytest_runtest_teardown(item, nextitem):
     release_ha_lab(item, nextitem)  # the HA lab goes after the last test that uses it
 
 
-@pytest.fixture(scope="session")
-def ops_cloud(tmp_path_factory):
-    host = os.environ.get("OPS_CLOUD_HOST", "ops-ciab")
+def ops_host() -> str:
+    return os.environ.get("OPS_CLOUD_HOST", "ops-ciab")
+
+
+@job("ops_cloud", wanted=uses("ops_cloud"), order=0, cleanup=lambda: labhost.destroy(ops_host()))
+def build_ops_cloud(tmp_path_factory) -> CloudClient:
+    host = ops_host()
     labhost.destroy(host)
     labhost.create(host)
     c = CloudClient(tmp_path_factory.mktemp("ops"), "ops")
@@ -51,13 +57,19 @@ def ops_cloud(tmp_path_factory):
     image_dir = PROJECT / ".cache" / "test-image"
     root = c.workdir / "root.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(root), "64M"], check=True)
+    c.cloudctl("deploy")
+    c.cloudctl("keypair", "create", "ops", "--output-file", str(c.key))
+    rows = c.json("image", "register", "tiny", "--file", str(root),
+                  "--kernel", str(image_dir / "vmlinuz"),
+                  "--ramdisk", str(image_dir / "initrd.img"))  # fmt: skip
+    c.ids["emi"] = next(row["id"] for row in rows if row["kind"] == "machine")
+    return c
+
+
+@pytest.fixture(scope="session")
+def ops_cloud(background):
+    """The deployed cloud (built in the background from the session's start)."""
     try:
-        c.cloudctl("deploy")
-        c.cloudctl("keypair", "create", "ops", "--output-file", str(c.key))
-        rows = c.json("image", "register", "tiny", "--file", str(root),
-                      "--kernel", str(image_dir / "vmlinuz"),
-                      "--ramdisk", str(image_dir / "initrd.img"))  # fmt: skip
-        c.ids["emi"] = next(row["id"] for row in rows if row["kind"] == "machine")
-        yield c
+        yield background.result("ops_cloud")
     finally:
-        labhost.destroy(host)
+        labhost.destroy(ops_host())

@@ -1,25 +1,26 @@
 """Each role's molecule scenario: converge, idempotence, verify against live daemons.
 
-The scenarios are independent (each has its own lab hosts), so the selected ones
-run two at a time, longest first: a scenario spends much of its time waiting on SSH and
-daemons, and the suite has a time budget (docs/benchmarks.md)."""
+The scenarios are independent (each has its own lab hosts): the selected ones are background
+jobs (tests/background.py), started with the session, longest first, after the shared
+clouds' deploys; a scenario spends much of its time waiting on SSH and daemons, and the
+suite has a time budget (docs/benchmarks.md)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+
+from tests.background import job
 
 PROJECT = Path(__file__).resolve().parents[2]
 ROLES_DIR = PROJECT / "collections/ansible_collections/cloudctl/cloud/roles"
 # ROLE (its default scenario) or ROLE/SCENARIO. Longest first (measured), so that the last
 # one to start is short.
 SCENARIOS = ["clc", "walrus", "nc", "keepalived", "etcd", "cc", "sc", "common"]
-PARALLEL = 2
 
 
 def run_scenario(scenario: str) -> subprocess.CompletedProcess:
@@ -39,23 +40,20 @@ def run_scenario(scenario: str) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.fixture(scope="module")
-def scenarios(request) -> dict[str, Future]:
-    """The selected scenarios, started together in a small pool."""
-    selected = [
-        item.callspec.params["scenario"]
-        for item in request.session.items
-        if item.module is request.module and hasattr(item, "callspec")
-    ]
-    pool = ThreadPoolExecutor(max_workers=PARALLEL, thread_name_prefix="molecule")
-    request.addfinalizer(pool.shutdown)
-    return {s: pool.submit(run_scenario, s) for s in SCENARIOS if s in selected}
+def scenario_job(scenario: str) -> str:
+    return f"molecule {scenario}"
+
+
+for order, scenario in enumerate(SCENARIOS):  # after the shared clouds' deploys
+    job(scenario_job(scenario), order=10 + order,
+        wanted=lambda item, s=scenario: item.name == f"test_role_scenario[{s}]",
+    )(lambda tmp_path_factory, s=scenario: run_scenario(s))  # fmt: skip
 
 
 @pytest.mark.integration
 @pytest.mark.parametrize("scenario", SCENARIOS)
-def test_role_scenario(scenario: str, scenarios: dict[str, Future]) -> None:
-    proc = scenarios[scenario].result()
+def test_role_scenario(scenario: str, background) -> None:
+    proc = background.result(scenario_job(scenario))
     if proc.returncode != 0:
         print(proc.stdout[-20000:])
         print(proc.stderr[-5000:], file=sys.stderr)
