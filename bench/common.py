@@ -32,23 +32,37 @@ class Row:
 
     name: str
     value: float
-    unit: str  # "s" or "MiB"
+    unit: str  # "s", "MiB" or "MiB/s"
     refs: list[tuple[str, float]]  # (baseline name, baseline value)
+    goal: float | None = None  # issue 13's limit of the ratio to the first baseline
+    at_least: bool = False  # the goal is a floor (throughput), not a ceiling
 
     def ratios(self) -> str:
         return "; ".join(f"{ratio(self.value / ref)} x {name}" for name, ref in self.refs)
+
+    def goal_text(self) -> str:
+        if self.goal is None:
+            return ""
+        return f"{'>=' if self.at_least else '<='} {self.goal} x {self.refs[0][0]}"
+
+    def met(self) -> bool | None:
+        if self.goal is None:
+            return None
+        value = self.value / self.refs[0][1]
+        return value >= self.goal if self.at_least else value <= self.goal
 
 
 def ratio(value: float) -> str:
     return f"{value:.2f}" if value < 1 else f"{value:.1f}"
 
 
-def env(home: Path | None = None) -> dict[str, str]:
-    """cloudctl's environment for the demo cloud (or another state home)."""
+def env(home: Path | None = None, lab: Path = LAB) -> dict[str, str]:
+    """cloudctl's environment for the demo cloud (or another state home, or another
+    cloud's files in .lab/NAME)."""
     return dict(
         os.environ,
-        CLOUDCTL_INVENTORY=str(LAB / "inventory"),
-        CLOUDCTL_HOME=str(home or LAB / "cloudctl"),
+        CLOUDCTL_INVENTORY=str(lab / "inventory"),
+        CLOUDCTL_HOME=str(home or lab / "cloudctl"),
         PATH=f"{BIN}:{os.environ['PATH']}",
     )
 
@@ -57,11 +71,11 @@ def cloudctl_argv(*args: str) -> list[str]:
     return [str(BIN / "cloudctl"), *args]
 
 
-def cloudctl(*args: str, home: Path | None = None) -> list | dict | str:
+def cloudctl(*args: str, home: Path | None = None, lab: Path = LAB) -> list | dict | str:
     """Run cloudctl -o json; its parsed output (or its text); exits on failure."""
     proc = subprocess.run(
         cloudctl_argv("-o", "json", *args),
-        capture_output=True, text=True, env=env(home), check=False,
+        capture_output=True, text=True, env=env(home, lab), check=False,
     )  # fmt: skip
     if proc.returncode != 0:
         raise SystemExit(f"cloudctl {' '.join(args)} failed:\n{proc.stderr}")
@@ -81,8 +95,9 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 
 
-def baseline_play(workdir: Path) -> float:
-    """Seconds of one ansible_runner.run() of a one-task play (ping) against the cloud host."""
+def baseline_play(workdir: Path, lab: Path = LAB) -> float:
+    """Seconds of one ansible_runner.run() of a one-task play (ping) against the cloud's
+    hosts (the demo's one host)."""
     import ansible_runner
 
     play = workdir / "ping.yml"
@@ -93,7 +108,7 @@ def baseline_play(workdir: Path) -> float:
         lambda: ansible_runner.run(
             private_data_dir=str(run_dir),
             playbook=str(play),
-            inventory=str(LAB / "inventory"),
+            inventory=str(lab / "inventory"),
             envvars={"ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg"), "PATH": env()["PATH"]},
             quiet=True,
         )
@@ -106,8 +121,8 @@ def baseline_play(workdir: Path) -> float:
 # --- the demo cloud ---------------------------------------------------------------------
 
 
-def lab_info() -> dict | None:
-    path = LAB_DIR / "hosts" / HOST / "info.json"
+def lab_info(host: str = HOST) -> dict | None:
+    path = LAB_DIR / "hosts" / host / "info.json"
     return json.loads(path.read_text()) if path.exists() else None
 
 
@@ -122,15 +137,24 @@ def ensure_cloud() -> bool:
     return True
 
 
-def in_host(*command: str) -> str:
-    """Output of a command run inside every namespace of the demo's lab host."""
-    info = lab_info()
+def in_host(*command: str, host: str = HOST, secrets: dict[str, str] | None = None) -> str:
+    """Output of a command run inside every namespace of a lab host (the demo's); `secrets`
+    go to its environment (never its command line)."""
+    info = lab_info(host)
     if info is None:
-        raise SystemExit(f"no lab host {HOST}")
+        raise SystemExit(f"no lab host {host}")
     return subprocess.run(
         ["nsenter", "-t", str(info["sshd_pid"]), "-m", "-u", "-n", "--", *command],
-        capture_output=True, text=True, check=True,
+        capture_output=True, text=True, check=True, env=dict(os.environ, **(secrets or {})),
     ).stdout  # fmt: skip
+
+
+def host_path(path: str, host: str = HOST) -> Path:
+    """A path of a lab host's own mount namespace, seen from here (through its sshd's root)."""
+    info = lab_info(host)
+    if info is None:
+        raise SystemExit(f"no lab host {host}")
+    return Path(f"/proc/{info['sshd_pid']}/root") / path.lstrip("/")
 
 
 def host_pids(comm_prefix: str) -> list[int]:

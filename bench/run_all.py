@@ -6,10 +6,16 @@
     .venv/bin/python bench/run_all.py --write
 
 Reuses the demo's cloud-in-a-box (lab host `ciab`, .lab/ciab) or deploys it first with
-scripts/ciab.sh; the demo cloud stays afterwards (`bash scripts/ciab.sh --destroy` removes
-it). Everything the benchmarks create in it (images, instances, volumes, key pairs, groups,
-a bucket) they remove again. Sections:
-- runtime operations (bench/runtime.py) against a bare one-task ansible-runner play;
+scripts/ciab.sh, and the two-NC cloud of bench/two_nc.py for the scale section; both stay
+afterwards (`bash scripts/ciab.sh --destroy` and `bench/two_nc.py down` remove them).
+Everything the benchmarks create in them (images, instances, volumes, key pairs, groups,
+a bucket) they remove again. Every goal of issue 13 is printed beside its figure (the table's
+goal column) and once more in the goals table at the top. Sections:
+- runtime operations (bench/runtime.py) against a bare one-task ansible-runner play and
+  each other;
+- the boot floor: instance run until SSH against libvirt alone on the same NC, for the tiny
+  test image and a Debian image with cloud-init (bench/boot_floor.py);
+- launches at scale: --count 16 over two NCs, 20 launches at once (bench/scale.py);
 - cloudctl itself: `instance list` with 1,000 records, 20 commands at once (bench/cli.py);
 - resident memory: cloudctl, QEMU per instance, Walrus (bench/memory.py);
 - the state store: transactions/s of the TinyDB file vs etcd, 3 members on loopback
@@ -27,11 +33,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import boot_floor
 import cli
 import ha_faults
 import memory
 import runtime
+import scale
 import state_store
+import two_nc
 from common import (
     PROJECT,
     Row,
@@ -46,16 +55,36 @@ from common import (
 
 DOC = PROJECT / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- BENCH:BEGIN -->", "<!-- BENCH:END -->"
-SECTIONS = ("runtime", "cli", "memory", "state")
+SECTIONS = ("runtime", "floor", "scale", "cli", "memory", "state")
 OPT_IN = ("ha",)  # sections run only when named: the HA lab takes a deploy of its own
 NO_CLOUD = {"state", "ha"}  # sections that need no demo cloud
 
 
+def value_text(r: Row) -> str:
+    return f"{r.value:.2f} {r.unit}" if r.unit != "MiB" else f"{r.value:.1f} {r.unit}"
+
+
+def met_text(r: Row) -> str:
+    return {None: "", True: "met", False: "**not met**"}[r.met()]
+
+
 def table(rows: list[Row]) -> str:
-    lines = ["| measurement | value | ratio |", "|---|---:|---:|"]
+    goals = any(r.goal is not None for r in rows)
+    head = "| measurement | value | ratio |" + (" goal | |" if goals else "")
+    lines = [head, "|---|---:|---:|" + ("---|---|" if goals else "")]
     for r in rows:
-        value = f"{r.value:.2f} s" if r.unit == "s" else f"{r.value:.1f} {r.unit}"
-        lines.append(f"| {r.name} | {value} | {r.ratios()} |")
+        line = f"| {r.name} | {value_text(r)} | {r.ratios()} |"
+        lines.append(line + (f" {r.goal_text()} | {met_text(r)} |" if goals else ""))
+    return "\n".join(lines)
+
+
+def goals_table(rows: list[Row]) -> str:
+    """Every goal of the run, its measured ratio (two decimals) and whether it is met."""
+    lines = ["| goal | measured | ratio | goal | |", "|---|---:|---:|---|---|"]
+    for r in rows:
+        if r.goal is not None:
+            lines.append(f"| {r.name} | {value_text(r)} | {r.value / r.refs[0][1]:.2f} x "
+                         f"{r.refs[0][0]} | {r.goal_text()} | {met_text(r)} |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -72,11 +101,13 @@ def main() -> int:
         raise SystemExit("--write needs every section (no --only)")
 
     started = time.monotonic()
-    deployed = ensure_cloud() if only - NO_CLOUD else False
+    deployed = ensure_cloud() if only - NO_CLOUD - {"scale"} else False
+    deployed_two = two_nc.up() if "scale" in only else False
     facts = machine_facts()
     load_start = load_average()
     work = Path(tempfile.mkdtemp(prefix="cloud-bench-"))
     out: list[str] = []
+    goal_rows: list[Row] = []
     plays: list[float] = []
     accel = "unknown"
     if only - NO_CLOUD:
@@ -100,7 +131,24 @@ def main() -> int:
         if "runtime" in only:
             base, base_row = baseline("Runtime operations (`bench/runtime.py`)")
             rows = runtime.measure(work, base, args.repeat)
+            goal_rows += rows
             out += [table([base_row, *rows]), ""]
+        if "floor" in only:
+            print("bench: boot floor", file=sys.stderr)
+            rows, notes = boot_floor.measure(work, args.repeat)
+            goal_rows += rows
+            out += ["### The boot floor: libvirt alone on the same NC (`bench/boot_floor.py`)",
+                    "", f"Load average at the start {load_average()}.", "", table(rows), "",
+                    *(f"- {line}" for line in notes), ""]  # fmt: skip
+        if "scale" in only:
+            print("bench: launches at scale", file=sys.stderr)
+            load = load_average()
+            rows, checks = scale.measure(work, args.repeat)
+            goal_rows += rows
+            note = (f"On the two-NC cloud `{two_nc.NAME}` (bench/two_nc.py: two lab hosts, "
+                    f"{two_nc.NC_CORES} vCPUs offered per NC); load average at the start {load}.")  # fmt: skip
+            out += ["### Launches at scale (`bench/scale.py`)", "", note, "", table(rows), "",
+                    *(f"- {line}" for line in checks), ""]  # fmt: skip
         if "cli" in only or "memory" in only:
             cli.seed_states(work)  # shared by the cli and memory sections
         if "cli" in only:
@@ -141,7 +189,8 @@ def main() -> int:
     minutes = (time.monotonic() - started) / 60
     head = (
         f"Measured {time.strftime('%Y-%m-%d')} by `bench/run_all.py --repeat {args.repeat}` "
-        f"({minutes:.0f} min{', demo cloud deployed first' if deployed else ''}) on: "
+        f"({minutes:.0f} min{', demo cloud deployed first' if deployed else ''}"
+        f"{', two-NC cloud deployed first' if deployed_two else ''}) on: "
         f"{facts['cpu']}, {facts['cores']} cores, {facts['ram']} RAM, {facts['kernel']}, "
         f"Debian {facts['debian']}, Python {facts['python']}; guests under {accel}. "
         f"Load average (1/5/15 min) at the start {load_start}, at the end {load_average()}. "
@@ -151,7 +200,8 @@ def main() -> int:
             else ""
         )
     )
-    text = "\n".join([head, "", *out]).rstrip() + "\n"
+    goals = ["### Issue 13's goals", "", goals_table(goal_rows), ""] if goal_rows else []
+    text = "\n".join([head, "", *goals, *out]).rstrip() + "\n"
     print(text)
     if args.write:
         doc = DOC.read_text()

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Benchmarks of the runtime operations, as ratios to a bare one-task ansible-runner play.
+"""Benchmarks of the runtime operations, as ratios to a bare one-task ansible-runner play and
+to each other, with issue 13's goals.
 
 Part of `bench/run_all.py` (which deploys the demo cloud when needed and writes
 docs/benchmarks.md); alone it needs the cloud-in-a-box of the demo (`bash scripts/ciab.sh`)
@@ -10,9 +11,11 @@ the cloud as it found it.
 Measured, each REPEAT times (median reported):
 - baseline: ansible_runner.run() of a one-task play (ansible.builtin.ping) over SSH to the
   cloud host, the floor of every runtime operation;
-- instance run -> running: 1 instance, and 4 with one --count 4;
-- image cache: run of a freshly registered image (cold: the NC downloads it) vs the same
-  image again (warm);
+- instance run -> running: 1 instance, and 4 with one --count 4; terminate of the one and of
+  the four in one command; boot-and-delete (run + terminate of one), beside Rally's median;
+- image cache: the first run of a freshly registered 64 MiB and 1 GiB image (cold: the NC
+  downloads it) and the next runs (warm); the NC's download throughput (image size over
+  cold - warm) against a plain boto3 download of the same object inside the lab host;
 - volume attach (and detach) to a running instance;
 - image register of a 256 MiB file vs a plain copy of the same file.
 """
@@ -27,59 +30,136 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import IMAGE_DIR, LAB, PROJECT, Row, baseline_play, cloudctl, median, timed
+from common import (
+    IMAGE_DIR,
+    LAB,
+    PROJECT,
+    Row,
+    baseline_play,
+    cloudctl,
+    in_host,
+    median,
+    timed,
+)
+
+from cloudctl.cloudconfig import load_config
+
+MiB = 1024 * 1024
+RALLY_S = 8.6  # OpenStack Rally's boot-and-delete median, KVM hardware (issue 13)
+SMALL_MIB, BIG_MIB = 64, 1024
+# A plain boto3 download inside the lab host (the NC's view of Walrus), with the lab host's
+# own python3-boto3; the credentials come in the environment, never on the command line.
+BOTO3_GET = """
+import os, sys, time, boto3
+from botocore.config import Config
+s3 = boto3.client("s3", endpoint_url=os.environ["WALRUS_ENDPOINT"], region_name="us-east-1",
+                  config=Config(signature_version="s3v4", s3={"addressing_style": "path"}))
+start = time.perf_counter()
+s3.download_file("images", sys.argv[1], sys.argv[2])
+print(time.perf_counter() - start)
+os.unlink(sys.argv[2])
+"""
 
 
-def terminate(ids: list[str]) -> None:
-    if ids:
-        cloudctl("instance", "terminate", *ids)
+def terminate(ids: list[str]) -> float:
+    """Seconds of one `instance terminate` of these instances."""
+    return timed(lambda: cloudctl("instance", "terminate", *ids))[0] if ids else 0.0
 
 
-def measure(work: Path, base: float, repeat: int) -> list[Row]:
-    """The runtime rows; `base` is the baseline play's median seconds of this run."""
-    subprocess.run([sys.executable, str(PROJECT / "scripts" / "build-test-image.py")], check=True,
-                   stdout=subprocess.DEVNULL)  # fmt: skip
-    rows: list[Row] = []
+def tiny_files() -> list[str]:
+    return ["--kernel", str(IMAGE_DIR / "vmlinuz"), "--ramdisk", str(IMAGE_DIR / "initrd.img")]
 
-    def row(name: str, values: list[float]) -> None:
-        rows.append(Row(name, median(values), "s", [("baseline", base)]))
 
-    disk = work / "root.qcow2"
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "64M"], check=True)
-    files = ["--kernel", str(IMAGE_DIR / "vmlinuz"), "--ramdisk", str(IMAGE_DIR / "initrd.img")]
-    reg = cloudctl("image", "register", f"bench-{os.getpid()}", "--file", str(disk), *files)
-    emi = next(r["id"] for r in reg if r["kind"] == "machine")
+def register_raw(work: Path, name: str, mib: int) -> tuple[str, str]:
+    """A new raw root disk of `mib` MiB (sparse, random head: a new sha256) registered with
+    the tiny kernel and ramdisk: (emi, sha256 of the disk)."""
+    path = work / f"{name}.raw"
+    with path.open("wb") as fh:
+        fh.truncate(mib * MiB)
+        fh.write(os.urandom(4096))
+    try:
+        reg = cloudctl("image", "register", name, "--file", str(path), *tiny_files())
+    finally:
+        path.unlink()
+    machine = next(r for r in reg if r["kind"] == "machine")
+    return machine["id"], machine["sha256"]
 
-    one, four = [], []
+
+def boto3_get_s(sha256: str) -> float:
+    """Seconds of a plain boto3 download of images/<sha256> inside the demo's lab host, into
+    the NC's data directory (the disk its image cache writes to)."""
+    walrus = load_config(LAB / "cloudctl" / "cloud.yml").walrus
+    secrets = {"WALRUS_ENDPOINT": walrus.endpoint, "AWS_ACCESS_KEY_ID": walrus.access_key,
+               "AWS_SECRET_ACCESS_KEY": walrus.secret_key}  # fmt: skip
+    target = f"/var/lib/cloud-bench-get-{sha256[:12]}"
+    out = in_host("/usr/bin/python3", "-c", BOTO3_GET, sha256, target, secrets=secrets)
+    return float(out.split()[-1])
+
+
+def launch_rows(emi: str, base: float, repeat: int) -> list[Row]:
+    one, four, term_one, term_four, boot_delete = [], [], [], [], []
     for _ in range(repeat):
         seconds, out = timed(lambda: cloudctl("instance", "run", "--image", emi))
         one.append(seconds)
-        terminate([i["id"] for i in out])
+        term_one.append(terminate([i["id"] for i in out]))
+        boot_delete.append(one[-1] + term_one[-1])
         seconds, out = timed(lambda: cloudctl("instance", "run", "--image", emi, "--count", "4"))
         four.append(seconds)
-        terminate([i["id"] for i in out])
-    row("instance run -> running, 1 instance", one)
-    row("instance run -> running, --count 4 (one play)", four)
+        term_four.append(terminate([i["id"] for i in out]))
+    b = ("baseline", base)
+    run1 = ("--count 1", median(one))
+    term1 = ("terminate of one", median(term_one))
+    rally = ("Rally's boot-and-delete median (8.6 s, KVM hardware)", RALLY_S)
+    return [
+        Row("instance run -> running, 1 instance", median(one), "s", [b], goal=1.5),
+        Row("instance run -> running, --count 4 (one command)", median(four), "s", [run1, b],
+            goal=1.5),
+        Row("instance terminate, 1 instance", median(term_one), "s", [b]),
+        Row("instance terminate, 4 instances in one command", median(term_four), "s", [term1, b],
+            goal=1.5),
+        Row("boot-and-delete: run -> running -> terminate -> gone (ours under TCG)",
+            median(boot_delete), "s", [rally, b]),
+    ]  # fmt: skip
 
-    cold, warm = [], []
+
+def cache_rows(work: Path, base: float, repeat: int) -> list[Row]:
+    """Cold and warm image cache, 64 MiB and 1 GiB images; the NC's download throughput."""
+    cold = {SMALL_MIB: [], BIG_MIB: []}
+    warm = {SMALL_MIB: [], BIG_MIB: []}
+    nc_mibs, boto3_mibs = [], []
     for n in range(repeat):
-        fresh = work / f"cold-{n}.raw"
-        with fresh.open("wb") as fh:  # distinct content: a new sha256, a cold cache
-            fh.truncate(48 * 1024 * 1024)
-            fh.write(os.urandom(4096))
-        reg = cloudctl("image", "register", f"cold-{os.getpid()}-{n}", "--file", str(fresh), *files)
-        image = next(r["id"] for r in reg if r["kind"] == "machine")
-        seconds, out = timed(lambda image=image: cloudctl("instance", "run", "--image", image))
-        cold.append(seconds)
-        terminate([i["id"] for i in out])
-        seconds, out = timed(lambda image=image: cloudctl("instance", "run", "--image", image))
-        warm.append(seconds)
-        terminate([i["id"] for i in out])
-        cloudctl("image", "deregister", image)
-        fresh.unlink()
-    row("instance run, cold image cache (48 MiB image)", cold)
-    row("instance run, warm image cache", warm)
+        for mib in (SMALL_MIB, BIG_MIB):
+            emi, sha = register_raw(work, f"cache-{os.getpid()}-{n}-{mib}", mib)
+            seconds, out = timed(lambda emi=emi: cloudctl("instance", "run", "--image", emi))
+            cold[mib].append(seconds)
+            terminate([i["id"] for i in out])
+            seconds, out = timed(lambda emi=emi: cloudctl("instance", "run", "--image", emi))
+            warm[mib].append(seconds)
+            terminate([i["id"] for i in out])
+            if mib == BIG_MIB:
+                nc_mibs.append(mib / max(cold[mib][-1] - warm[mib][-1], 0.01))
+                boto3_mibs.append(mib / boto3_get_s(sha))
+            cloudctl("image", "deregister", emi)
+    b = ("baseline", base)
+    warm_small = (f"warm {SMALL_MIB} MiB image", median(warm[SMALL_MIB]))
+    boto3 = ("boto3 download on the NC", median(boto3_mibs))
+    return [
+        Row(f"instance run, cold image cache ({SMALL_MIB} MiB image)", median(cold[SMALL_MIB]),
+            "s", [b]),
+        Row(f"instance run, warm image cache ({SMALL_MIB} MiB image)", median(warm[SMALL_MIB]),
+            "s", [b]),
+        Row(f"instance run, cold image cache ({BIG_MIB} MiB image)", median(cold[BIG_MIB]),
+            "s", [b]),
+        Row(f"instance run, warm image cache ({BIG_MIB} MiB image)", median(warm[BIG_MIB]), "s",
+            [warm_small, b], goal=1.1),
+        Row(f"plain boto3 download of the {BIG_MIB} MiB object inside the NC (MiB/s)",
+            boto3[1], "MiB/s", [boto3]),
+        Row(f"the NC's image download, {BIG_MIB} MiB / (cold - warm launch) (MiB/s)",
+            median(nc_mibs), "MiB/s", [boto3], goal=0.8, at_least=True),
+    ]  # fmt: skip
 
+
+def volume_rows(emi: str, base: float, repeat: int) -> list[Row]:
     [inst] = cloudctl("instance", "run", "--image", emi)
     vol = cloudctl("volume", "create", "--size", "1")[0]["id"]
     attach, detach = [], []
@@ -90,13 +170,18 @@ def measure(work: Path, base: float, repeat: int) -> list[Row]:
         detach.append(seconds)
     cloudctl("volume", "delete", vol)
     terminate([inst["id"]])
-    row("volume attach", attach)
-    row("volume detach", detach)
+    b = [("baseline", base)]
+    return [
+        Row("volume attach", median(attach), "s", b, goal=1.3),
+        Row("volume detach", median(detach), "s", b, goal=1.2),
+    ]
 
+
+def register_rows(work: Path, repeat: int) -> list[Row]:
     big = work / "big.raw"
     with big.open("wb") as fh:
         for _ in range(256):
-            fh.write(os.urandom(1024 * 1024))
+            fh.write(os.urandom(MiB))
     copy_s = median([timed(lambda: shutil.copyfile(big, work / "copy.raw"))[0]
                      for _ in range(repeat)])  # fmt: skip
     register_s = []
@@ -108,10 +193,30 @@ def measure(work: Path, base: float, repeat: int) -> list[Row]:
         )
         register_s.append(seconds)
         cloudctl("image", "deregister", reg[0]["id"])
+    big.unlink()
+    (work / "copy.raw").unlink()
     copy = [("copy", copy_s)]
-    rows.append(Row("plain copy of a 256 MiB file (file baseline)", copy_s, "s", copy))
-    rows.append(Row("image register of the same 256 MiB file", median(register_s), "s", copy))
-    cloudctl("image", "deregister", emi)
+    return [
+        Row("plain copy of a 256 MiB file (file baseline)", copy_s, "s", copy),
+        Row("image register of the same 256 MiB file", median(register_s), "s", copy),
+    ]
+
+
+def measure(work: Path, base: float, repeat: int) -> list[Row]:
+    """The runtime rows; `base` is the baseline play's median seconds of this run."""
+    subprocess.run([sys.executable, str(PROJECT / "scripts" / "build-test-image.py")], check=True,
+                   stdout=subprocess.DEVNULL)  # fmt: skip
+    disk = work / "root.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "64M"], check=True)
+    reg = cloudctl("image", "register", f"bench-{os.getpid()}", "--file", str(disk), *tiny_files())
+    emi = next(r["id"] for r in reg if r["kind"] == "machine")
+    try:
+        rows = launch_rows(emi, base, repeat)
+        rows += cache_rows(work, base, repeat)
+        rows += volume_rows(emi, base, repeat)
+        rows += register_rows(work, repeat)
+    finally:
+        cloudctl("image", "deregister", emi)
     return rows
 
 

@@ -18,6 +18,9 @@ APT_PACKAGES=(
   # HTML usage report; awscli: the EC2 API driven by Debian's aws), and by the benchmarks
   # (GNU time: peak RSS)
   iputils-ping time strace chromium awscli
+  # the benchmarks' Debian image with cloud-init (scripts/build-distro-image.py): debootstrap,
+  # and extlinux + its MBR boot code to boot it from its own disk
+  debootstrap extlinux syslinux-common
 )
 
 export DEBIAN_FRONTEND=noninteractive

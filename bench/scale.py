@@ -1,0 +1,133 @@
+"""Launches at scale, on the bench's two-NC cloud (bench/two_nc.py):
+
+- `instance run --count 16` (spread over both NCs) against `--count 1`;
+- 20 separate `instance run` commands (one instance each) started at once against one
+  alone: wall time from the first start to the last exit. Then the checks: every command
+  succeeded, 20 distinct instances recorded once each (none lost, none duplicated), all
+  running, distinct private addresses and MACs; and the plays run per request: the
+  instance-run events the batch added (`cloudctl event list`), over 20. Shared plays
+  (requests coalesced while a play is being prepared) make it less than 1.
+
+Every instance made here is terminated again; the guests are the tiny test image.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import two_nc
+from common import Row, cloudctl, cloudctl_argv, env, median, timed
+
+CONCURRENT = 20
+BIG_COUNT = 16
+RUN_OPERATION = "instance_run"
+
+
+def run(*args: str) -> list | dict | str:
+    return cloudctl(*args, lab=two_nc.LAB)
+
+
+def terminate(ids: list[str]) -> None:
+    if ids:
+        run("instance", "terminate", *ids)
+
+
+def tiny_image(work: Path) -> str:
+    from runtime import tiny_files
+
+    disk = work / "scale-root.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "64M"], check=True)
+    reg = run("image", "register", f"scale-{time.monotonic_ns()}", "--file", str(disk),
+              *tiny_files())  # fmt: skip
+    return next(r["id"] for r in reg if r["kind"] == "machine")
+
+
+def run_events() -> set[str]:
+    events = run("event", "list", "--operation", RUN_OPERATION)
+    return {e["id"] for e in events}
+
+
+def at_once(emi: str) -> tuple[float, list[str], list[dict]]:
+    """Wall time of CONCURRENT `instance run` started at once, their failures, instances."""
+    argv = cloudctl_argv("-o", "json", "instance", "run", "--image", emi)
+    start = time.perf_counter()
+    procs = [
+        subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(lab=two_nc.LAB)
+        )
+        for _ in range(CONCURRENT)
+    ]
+    outputs = [p.communicate() for p in procs]
+    seconds = time.perf_counter() - start
+    failures, instances = [], []
+    for proc, (out, err) in zip(procs, outputs):
+        if proc.returncode != 0:
+            failures.append(
+                err.strip().splitlines()[-1] if err.strip() else f"exit {proc.returncode}"
+            )
+        else:
+            instances += json.loads(out)
+    return seconds, failures, instances
+
+
+def measure(work: Path, repeat: int) -> tuple[list[Row], list[str]]:
+    emi = tiny_image(work)
+    nodes: Counter = Counter()
+    one, big, alone, batch = [], [], [], []
+    checks: list[str] = []
+    try:
+        for _ in range(repeat):
+            seconds, out = timed(lambda: run("instance", "run", "--image", emi))
+            one.append(seconds)
+            terminate([i["id"] for i in out])
+            seconds, out = timed(
+                lambda: run("instance", "run", "--image", emi, "--count", str(BIG_COUNT))
+            )
+            big.append(seconds)
+            nodes = Counter(i["node"] for i in out)
+            terminate([i["id"] for i in out])
+        for n in range(repeat):
+            seconds, out = timed(lambda: run("instance", "run", "--image", emi))
+            alone.append(seconds)
+            terminate([i["id"] for i in out])
+            before = run_events()
+            seconds, failures, made = at_once(emi)
+            batch.append(seconds)
+            plays = len(run_events() - before)
+            ids = [i["id"] for i in made]
+            try:
+                records = [r for r in run("instance", "list") if r["id"] in set(ids)]
+                counts = Counter(r["id"] for r in records)
+                lost = len(set(ids) - set(counts))
+                duplicated = sum(c - 1 for c in counts.values())
+                running = sum(r["state"] == "running" for r in records)
+                ips = len({r["private_ip"] for r in records})
+                macs = len({r["mac"] for r in records})
+                checks.append(
+                    f"round {n + 1}: {len(made)} of {CONCURRENT} commands made an instance"
+                    f"{' (failed: ' + '; '.join(failures) + ')' if failures else ''}; "
+                    f"{len(counts)} recorded, {lost} lost, {duplicated} duplicated, "
+                    f"{running} running, {ips} distinct addresses, {macs} distinct MACs; "
+                    f"{plays} instance-run plays for {CONCURRENT} requests "
+                    f"({plays / CONCURRENT:.2f} per request)"
+                )
+            finally:
+                terminate(ids)
+    finally:
+        run("image", "deregister", emi)
+    spread = ", ".join(f"{count} on {node}" for node, count in sorted(nodes.items()))
+    run1 = ("--count 1", median(one))
+    rows = [
+        Row("instance run -> running, --count 1 (two-NC cloud)", median(one), "s", [run1]),
+        Row(f"instance run -> running, --count {BIG_COUNT} over two NCs ({spread})",
+            median(big), "s", [run1], goal=3),
+        Row("instance run, one alone (two-NC cloud)", median(alone), "s",
+            [("one alone", median(alone))]),
+        Row(f"{CONCURRENT} x instance run at once, one instance each (wall time of all)",
+            median(batch), "s", [("one alone", median(alone))], goal=3),
+    ]  # fmt: skip
+    return rows, checks
