@@ -22,13 +22,20 @@ from typing import Any
 
 import netaddr
 
-from cloudctl import cc_hosts, keypairs, quotas, usage, walrus
+from cloudctl import cc_hosts, journal, keypairs, launches, quotas, usage, walrus
 from cloudctl import groups as sg
 from cloudctl import images as images_service
 from cloudctl.addresses import TABLE as ADDRESSES
 from cloudctl.addresses import address_view
-from cloudctl.errors import CapacityError, IncorrectState, InputError, NotFound
-from cloudctl.identity import current_owner, shared, visible
+from cloudctl.errors import (
+    CapacityError,
+    CloudError,
+    IncorrectState,
+    InputError,
+    NotFound,
+    PlaybookError,
+)
+from cloudctl.identity import Principal, acting_as, current_owner, shared, visible
 from cloudctl.ids import InstanceState, new_id, parse_id, require_transition
 from cloudctl.runner import PlayResult, ProgressCallback, TaskResult, run_playbook
 from cloudctl.scheduler import free_resources, place
@@ -46,6 +53,8 @@ RUN_PLAYBOOK = "cloudctl.cloud.runtime.instance_run"
 TERMINATE_PLAYBOOK = "cloudctl.cloud.runtime.instance_terminate"
 POWER_PLAYBOOK = "cloudctl.cloud.runtime.instance_power"
 CONSOLE_PLAYBOOK = "cloudctl.cloud.runtime.instance_console"
+PLAY_OPERATION = "instance-run"  # the journal's name of a launch round's play
+REQUEST_OPERATION = "instance-run-request"  # ... of a launch request while it waits
 # Task names the service reads results of (contract with the runtime playbooks).
 TASK_START = "Start the instances"
 TASK_CACHE = "Cache the images"
@@ -184,23 +193,98 @@ class Instances(CloudService):
         if on_recorded is not None:
             on_recorded(records)
         extravars = self._run_vars(records, emi, public_keys, user_text, firewalls)
-        zones = {zone: cluster.ccs}
+        zones = {zone: list(cluster.ccs)}
         hosts = sorted({*cluster.ccs, *(h["node"] for h in [*records, *firewalls])})
+        if check:  # never coalesced: it changes nothing and answers for this request only
+            result = run_playbook(
+                self.settings,
+                RUN_PLAYBOOK,
+                extravars=extravars,
+                limit=",".join(hosts),
+                check=True,
+                progress=progress,
+                operation="instance-run-check",
+            )
+            result = cc_hosts.tolerate(result, zones)
+            result.raise_for_failures()
+            return LaunchResult(records, result.event_id, check=result)
+        request = {"instances": [r["id"] for r in records], "vars": extravars,
+                   "hosts": hosts, "zones": zones}  # fmt: skip
+        outcome = self._launch(request, progress)
+        final = [self.get(r["id"]) for r in records]
+        if outcome.get("error"):
+            raise PlaybookError(outcome["error"])
+        return LaunchResult(final, outcome["event"], outcome.get("cache", []))
+
+    def _launch(self, request: dict[str, Any], progress: ProgressCallback | None) -> dict:
+        """Queue a launch request and wait for its outcome, playing launch rounds while
+        nobody else does (cloudctl/launches.py). While it waits, the request is an operation
+        of the journal (REQUEST_OPERATION): reconcile leaves its pending instances alone, and
+        a round skips the request once its requester is gone (reconcile settles them)."""
+        waiting = secrets.token_hex(4)
+        journal.begin(self.settings, waiting, REQUEST_OPERATION, ",".join(request["hosts"]),
+                      request["instances"])  # fmt: skip
+        outcome: dict[str, Any] = {"error": "interrupted"}
+        try:
+            request_id = launches.submit(self.store, {**request, "journal": waiting})
+            outcome = launches.await_outcome(
+                self.store, request_id, lambda batch: self._play_round(batch, progress)
+            )
+        finally:
+            journal.finish(self.settings, waiting, not outcome.get("error"), outcome["error"])
+        return outcome
+
+    def _play_round(
+        self, batch: list[dict[str, Any]], progress: ProgressCallback | None
+    ) -> dict[str, dict[str, Any]]:
+        """ONE instance_run play for the requests of a launch round; each request's
+        instances recorded as _record_launch records a launch; each request's outcome."""
+        with self.store.snapshot() as snap:
+            interrupted = journal.unfinished(snap)
+            instances = snap.table(TABLE)
+            pending = {
+                req["id"]: [r for i in req["instances"] if (r := instances.get(i))
+                            and r["state"] == _S.PENDING]
+                for req in batch
+            }  # fmt: skip
+        # A round whose runner died may have left its play behind: end it before the same
+        # instances are played again.
+        claimed = {i for req in batch for i in req["instances"]}
+        for entry in interrupted:
+            if entry["operation"] == PLAY_OPERATION and claimed & set(entry["resources"]):
+                journal.end_play(entry)
+        gone = {entry["id"] for entry in interrupted}
+        outcomes: dict[str, dict[str, Any]] = {}
+        live = []
+        for req in batch:
+            if req["journal"] in gone:
+                outcomes[req["id"]] = {"error": "its cloudctl is gone"}
+            elif len(pending[req["id"]]) < len(req["instances"]):  # settled meanwhile
+                outcomes[req["id"]] = {"event": "", "error": ""}
+            else:
+                live.append(req)
+        if not live:
+            return outcomes
+        zones = {z: ccs for req in live for z, ccs in req["zones"].items()}
         result = run_playbook(
             self.settings,
             RUN_PLAYBOOK,
-            extravars=extravars,
-            limit=",".join(hosts),
-            check=check,
+            extravars=launches.merge_vars([req["vars"] for req in live]),
+            limit=",".join(sorted({h for req in live for h in req["hosts"]})),
             progress=progress,
-            operation="instance-run-check" if check else "instance-run",
+            operation=PLAY_OPERATION,
         )
         result = cc_hosts.tolerate(result, zones)
-        event = result.event_id
-        if check:
-            result.raise_for_failures()
-            return LaunchResult(records, event, check=result)
-        return self._record_launch(records, result, event, zones)
+        for req in live:
+            with acting_as(Principal(req["account"], req["user"])):
+                try:
+                    launch = self._record_launch(pending[req["id"]], result, result.event_id, zones)
+                except CloudError as exc:  # every instance of the request failed
+                    outcomes[req["id"]] = {"event": result.event_id, "error": str(exc)}
+                else:
+                    outcomes[req["id"]] = {"event": launch.event, "cache": launch.cache,
+                                           "error": ""}  # fmt: skip
+        return outcomes
 
     def _record_launch(
         self,

@@ -367,6 +367,16 @@ class Store:
     def drop_operation(self, event_id: str) -> None:
         """The operation ended (after its journal entry says so)."""
 
+    # --- named locks that die with their holder ------------------------------------------
+
+    def try_lock(self, name: str) -> contextlib.AbstractContextManager[bool]:
+        """Take the lock `name` if it is free, without waiting: the block gets True while
+        this thread holds it, False when another holder has it. The lock dies with its
+        holder (a crashed process never keeps it): with the file, a flock on `<state
+        file>.<name>.lock`, one open file per call, so threads of one process exclude each
+        other too; with etcd, a key on the process's lease (gone within its TTL)."""
+        raise NotImplementedError
+
     # --- internals -----------------------------------------------------------------------
 
     def _present(self) -> bool:
@@ -404,6 +414,20 @@ class StateStore(Store):
         """A consistent read-only view (shared lock held for the block)."""
         with self._locked(fcntl.LOCK_SH):
             yield Transaction(self._load(), writable=False)
+
+    @contextlib.contextmanager
+    def try_lock(self, name: str) -> Iterator[bool]:
+        path = self.path.with_name(f"{self.path.name}.{_lock_name(name)}.lock")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held = True
+            except BlockingIOError:
+                held = False
+            yield held
+        finally:
+            os.close(fd)  # closing our open file releases its lock
 
     def _present(self) -> bool:
         return self.path.is_file()
@@ -497,7 +521,7 @@ LOCK_WAIT = 60  # s: how long a transaction waits for the lock before giving up
 OPERATION_TTL = 10  # s: a dead cloudctl's operation shows as interrupted within this time
 RETRY_FOR = 10  # s: how long a request tries the members before etcd counts as unreachable
 REQUEST_TIMEOUT = 3  # s: one HTTP request to one member
-LOCK_KEY, COMMIT_KEY, OPERATIONS = "lock", "txn", "ops/"
+LOCK_KEY, COMMIT_KEY, OPERATIONS, LOCKS = "lock", "txn", "ops/", "locks/"
 
 
 class EtcdStore(Store):
@@ -510,6 +534,7 @@ class EtcdStore(Store):
         <prefix>lock                    the transaction lock, on its holder's lease
         <prefix>txn                     the token of the last committed transaction
         <prefix>ops/<event id>          a running operation, on its process's lease
+        <prefix>locks/<name>            a named lock (try_lock), on its holder's lease
 
     Each cloudctl process holds one lease that a thread keeps alive (a session, as etcd's
     own lock recipe): the lock and the keys of its running operations live on it, so they
@@ -565,6 +590,27 @@ class EtcdStore(Store):
 
     def drop_operation(self, event_id: str) -> None:
         etcd_session(self.etcd, self.operation_ttl).delete(self.prefix + OPERATIONS + event_id)
+
+    @contextlib.contextmanager
+    def try_lock(self, name: str) -> Iterator[bool]:
+        # The key holds a token of this call: a request retried on another member finds
+        # the lock its lost first answer gave us, and only we release it.
+        session = etcd_session(self.etcd, self.operation_ttl)
+        key, token = b64(self.prefix + LOCKS + _lock_name(name)), uuid.uuid4().hex
+        answer = self.etcd.post("/kv/txn", {
+            "compare": [{"key": key, "target": "CREATE", "result": "EQUAL", "create_revision": 0}],
+            "success": [{"request_put": {"key": key, "value": b64(token), "lease": session.current()}}],
+            "failure": [{"request_range": {"key": key}}],
+        })  # fmt: skip
+        held = bool(answer.get("succeeded")) or _range_value(answer, 0) == token
+        try:
+            yield held
+        finally:
+            if held:
+                release = {"compare": [_compare_value(self.prefix + LOCKS + name, token)],
+                           "success": [{"request_delete_range": {"key": key}}]}  # fmt: skip
+                with contextlib.suppress(StateError):  # out of reach: it goes with the lease
+                    self.etcd.post("/kv/txn", release)
 
     # --- internals -----------------------------------------------------------------------
 
@@ -785,6 +831,12 @@ _READS: dict[tuple[_Etcd, str], _EtcdState] = {}
 
 def _is_operation(kv: dict[str, Any], prefix: str) -> bool:
     return base64.b64decode(kv["key"]).decode().startswith(prefix + OPERATIONS)
+
+
+def _lock_name(name: str) -> str:
+    if not re.fullmatch(r"[a-z][a-z0-9-]*", name):
+        raise ValueError(f"bad lock name {name!r}")
+    return name
 
 
 def _key_path(state_file: Path) -> Path:
