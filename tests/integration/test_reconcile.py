@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from cloudctl import journal, playguard
+from cloudctl.instances import REQUEST_OPERATION
 from cloudctl.state import StateStore
 from tests.conftest import labhost, poll
 from tests.integration.cloud_client import BIN, in_host
@@ -47,7 +48,7 @@ def kill_during(cloud, *args: str, task: str = "") -> dict:
         assert proc.poll() is None, f"cloudctl {' '.join(args)} ended before it was killed"
         with store.snapshot() as snap:
             entries = [e for e in snap.table(journal.TABLE).search(state=journal.RUNNING)
-                       if e["pid"] == proc.pid]  # fmt: skip
+                       if e["pid"] == proc.pid and _plays(e)]  # fmt: skip
         return entries and (not task or task in _tasks_started(cloud.home, entries[0]["id"]))
 
     try:
@@ -59,7 +60,7 @@ def kill_during(cloud, *args: str, task: str = "") -> dict:
         if proc.poll() is None:
             proc.kill()
     with store.snapshot() as snap:  # the state file loads; the operation was interrupted
-        [entry] = [e for e in journal.unfinished(snap) if e["pid"] == proc.pid]
+        [entry] = [e for e in journal.unfinished(snap) if e["pid"] == proc.pid and _plays(e)]
     poll(lambda: not playguard.processes(entry["id"]),
          "the end of every process of the killed play", PLAY_ENDS_WITHIN)  # fmt: skip
     print(f"{' '.join(args[:2])} killed at {task or 'the start'}: "
@@ -67,6 +68,11 @@ def kill_during(cloud, *args: str, task: str = "") -> dict:
     # A module already running on the host runs to its end (it carries no tag): let it.
     poll(lambda: not _host_modules(cloud.host), "the end of the modules on the host", 300)
     return entry
+
+
+def _plays(entry: dict) -> bool:
+    """A journal entry of a play (a launch request waiting for its round has one too)."""
+    return entry["operation"] != REQUEST_OPERATION
 
 
 def _tasks_started(home: Path, event_id: str) -> set[str]:
