@@ -30,6 +30,7 @@ from cloudctl.addresses import address_view
 from cloudctl.errors import (
     CapacityError,
     CloudError,
+    HostFailed,
     IncorrectState,
     InputError,
     NotFound,
@@ -37,7 +38,7 @@ from cloudctl.errors import (
 )
 from cloudctl.identity import Principal, acting_as, current_owner, shared, visible
 from cloudctl.ids import InstanceState, new_id, parse_id, require_transition
-from cloudctl.runner import PlayResult, ProgressCallback, TaskResult, run_playbook
+from cloudctl.runner import PlayResult, ProgressCallback, run_playbook
 from cloudctl.scheduler import free_resources, place
 from cloudctl.services import CloudService, Recorded
 from cloudctl.state import PoolExhausted
@@ -56,8 +57,8 @@ CONSOLE_PLAYBOOK = "cloudctl.cloud.runtime.instance_console"
 PLAY_OPERATION = "instance-run"  # the journal's name of a launch round's play
 REQUEST_OPERATION = "instance-run-request"  # ... of a launch request while it waits
 # Task names the service reads results of (contract with the runtime playbooks).
-TASK_START = "Start the instances"
-TASK_CACHE = "Cache the images"
+TASK_START = "Start the instances"  # cloudctl.cloud.node_instances: one result per NC
+TASK_REMOVE = "Remove the instances"  # the same, in instance_terminate.yml
 TASK_CONSOLE = "Read the console log"
 
 _S = InstanceState
@@ -293,13 +294,14 @@ class Instances(CloudService):
         event: str,
         zones: Mapping[str, tuple[str, ...]] | None = None,
     ) -> LaunchResult:
-        started = _started_items(result)
+        outcomes = _instance_outcomes(result, TASK_START)
         failures = {f.host: f for f in result.failures}
-        ok = [r for r in records if r["id"] in started]
-        failed = [r for r in records if r["id"] not in started]
+        ccs_failed = {r["id"]: _first_failure(failures, *_ccs(zones, r)) for r in records}
+        ok = [r for r in records if outcomes.get(r["id"]) == "" and not ccs_failed[r["id"]]]
+        failed = [r for r in records if r not in ok]
         reasons = {}
-        for r in failed:
-            failure = _first_failure(failures, r["node"], *_ccs(zones, r))
+        for r in failed:  # the instance's own reason, else its CC's or its NC's failure
+            failure = outcomes.get(r["id"]) or ccs_failed[r["id"]] or failures.get(r["node"])
             reasons[r["id"]] = str(failure) if failure else (result.error or "launch failed")
         with self.store.transaction() as tx:
             table = tx.table(TABLE)
@@ -327,12 +329,9 @@ class Instances(CloudService):
                     )
         final = [self.get(r["id"]) for r in records]
         cache = [
-            {
-                "node": t.host,
-                "sha256": t.res.get("item", {}).get("sha256", ""),
-                "hit": bool(t.res.get("hit")),
-            }
-            for t in _item_results(result, TASK_CACHE)
+            {"node": t.host, "sha256": image.get("sha256", ""), "hit": bool(image.get("hit"))}
+            for t in result.task_results(TASK_START)
+            for image in t.res.get("images") or []
         ]
         if failed and not ok:
             result.raise_for_failures()
@@ -369,14 +368,13 @@ class Instances(CloudService):
                 parts[kind] = self._image(emi[key])
         client = walrus.client(self.config.walrus)
         files = [
-            {
-                "role": kind,
-                "sha256": img["sha256"],
-                "size": img["size"],
-                "url": walrus.presigned_get(client, walrus.IMAGES, img["sha256"], URL_EXPIRY),
-            }
+            {"role": kind, "sha256": img["sha256"], "size": img["size"]}
             for kind, img in parts.items()
         ]
+        urls = {  # apart: the module's image_urls is no_log, its images are shown
+            img["sha256"]: walrus.presigned_get(client, walrus.IMAGES, img["sha256"], URL_EXPIRY)
+            for img in parts.values()
+        }
         nodes: dict[str, dict[str, Any]] = {}
         for r in records:
             node = nodes.setdefault(r["node"], {"images": files, "instances": []})
@@ -395,8 +393,9 @@ class Instances(CloudService):
             )
         return {
             "cloud_nodes": nodes,
-            # Apart from the loop items (a task result keeps its item); redacted in the run
-            # directory's extravars.json like every field whose name says user_data.
+            "cloud_image_urls": urls,
+            # Apart from the instances (a task result shows its arguments); redacted in the
+            # run directory's extravars.json like every field whose name says user_data.
             "cloud_user_data": {r["id"]: user_data for r in records} if user_data else {},
             "cloud_instances": [_host_view(r) for r in records],
             "cloud_firewalls": firewalls,  # applied before the new instances start
@@ -486,10 +485,15 @@ class Instances(CloudService):
         result = cc_hosts.tolerate(result, zones)
         event = result.event_id
         failed_hosts = {f.host: f for f in result.failures}
+        removed = _instance_outcomes(result, TASK_REMOVE)
         with self.store.transaction() as tx:
             table = tx.table(TABLE)
             for r in records:
-                failure = _first_failure(failed_hosts, r["node"], *self.config.ccs_of(r))
+                # Its CCs released it and its node removed it (whatever happened to the
+                # node's other instances); a node that did not report it: the node's outcome.
+                failure = _first_failure(failed_hosts, *self.config.ccs_of(r))
+                outcome = removed.get(r["id"])
+                failure = failure or (failed_hosts.get(r["node"]) if outcome is None else outcome)
                 if failure:  # still shutting-down: terminate again once the host is back
                     table.update(r["id"], reason=str(failure), event=event)
                     continue
@@ -685,20 +689,14 @@ def end_instance(
         usage.record(tx, a, "address", "disassociated")
 
 
-def _item_results(result: PlayResult, task: str):
-    """One TaskResult per loop item of a task (the item's own result as `res`)."""
+def _instance_outcomes(result: PlayResult, task: str) -> dict[str, str]:
+    """Instance id -> "" when the node_instances task named `task` did its part for it,
+    else why not (naming the host and the failing step); instances it did not report on are
+    missing."""
+    outcomes = {}
     for t in result.task_results(task):
-        for item in t.res.get("results") or []:
-            status = (
-                "failed" if item.get("failed") else ("changed" if item.get("changed") else "ok")
-            )
-            yield TaskResult(t.host, t.task, status, item)
-
-
-def _started_items(result: PlayResult) -> set[str]:
-    """Ids of the instances whose start task succeeded."""
-    return {
-        t.res["item"]["name"]
-        for t in _item_results(result, TASK_START)
-        if t.status != "failed" and isinstance(t.res.get("item"), Mapping)
-    }
+        for item in t.res.get("instances") or []:
+            if isinstance(item, Mapping) and item.get("name"):
+                why = str(HostFailed(t.host, task, item.get("msg") or "failed"))
+                outcomes[item["name"]] = why if item.get("failed") else ""
+    return outcomes

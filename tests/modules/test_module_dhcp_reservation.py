@@ -8,6 +8,7 @@ busybox udhcpc. The module runs through ansible-playbook inside the CC namespace
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -321,3 +322,40 @@ def test_bad_options_fail_clearly(lab, args, msg):
     assert res.get("failed") is True
     assert msg in res["msg"]
     assert list(lab.hosts.iterdir()) == []
+
+
+def test_cc_instances_reserves_a_launch_at_once(lab):
+    """cc_instances: the reservations of every instance of the zones this CC serves
+    (cc.json), in one run; one bad instance fails named, the others are reserved."""
+    zone = {"hosts_dir": str(lab.hosts), "pid_file": str(lab.pid_file),
+            "lease_file": str(lab.lease_file), "bridge": "br0"}  # fmt: skip
+    cc_json = lab.dir / "cc.json"
+    cc_json.write_text(json.dumps({"zones": {"zone-a": zone}}))
+    instances = [
+        {"name": NAME, "zone": "zone-a", "mac": MAC1, "ip": IP, "node": "nc1"},
+        {"name": "i-0a1b2c3e", "zone": "zone-a", "mac": MAC2, "ip": "10.77.3.24"},
+        {"name": "i-0a1b2c3f", "zone": "zone-b", "mac": MAC2, "ip": "10.77.3.25"},  # not ours
+    ]
+    bad = {"name": "i-0a1b2c40", "zone": "zone-a", "mac": "not-a-mac", "ip": "10.77.3.26"}
+
+    def run(check=False, **args):
+        return run_module(lab.tmp_path, "cc_instances", {"cc_config": str(cc_json), **args},
+                          check=check, wrapper=["ip", "netns", "exec", lab.server])  # fmt: skip
+
+    res = run(check=True, instances=instances)
+    assert res["changed"] and not res["failed"] and list(lab.hosts.iterdir()) == []
+    assert [r["name"] for r in res["reservations"]] == [NAME, "i-0a1b2c3e"]
+    assert len(res["diff"]) == 2
+
+    res = run(instances=[*instances, bad])
+    assert res["failed"] and "i-0a1b2c40" in res["msg"] and NAME not in res["msg"], res["msg"]
+    assert sorted(p.name for p in lab.hosts.iterdir()) == [NAME, "i-0a1b2c3e"]
+    assert lab.wait_for_address() == IP, lab.log.read_text()
+
+    assert ok(run(instances=instances))["changed"] is False  # idempotent
+
+    gone = [{"name": i["name"], "zone": i["zone"]} for i in instances]
+    res = ok(run(state="absent", instances=gone))
+    assert res["changed"] and list(lab.hosts.iterdir()) == []
+    assert f"{MAC1} {IP}" not in lab.leases()
+    assert ok(run(state="absent", instances=gone))["changed"] is False

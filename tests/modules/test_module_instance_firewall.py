@@ -21,9 +21,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from modhelpers import load_module_source, run_module
+from modhelpers import load_module_utils, run_module
 
-fw = load_module_source("instance_firewall")
+fw = load_module_utils("nc_firewall")  # the code of instance_firewall
 
 GATEWAY = "10.77.9.1"
 BR_MAC = "02:77:09:00:00:01"

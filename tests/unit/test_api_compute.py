@@ -54,8 +54,8 @@ class Plays:
         if playbook == RUN_PLAYBOOK:
             events = [task_start(TASK_START)] + [
                 host_event("runner_on_ok", node, TASK_START,
-                           {"results": [{"item": {"name": i["name"]}, "changed": True}
-                                        for i in spec["instances"]]})
+                           {"instances": [{"name": i["name"], "changed": True}
+                                          for i in spec["instances"]]})
                 for node, spec in extravars["cloud_nodes"].items()
             ]  # fmt: skip
         elif playbook == CONSOLE_PLAYBOOK:

@@ -38,7 +38,7 @@ def run_dir(tmp_path, name: str):
 
 
 def started(host: str, iid: str) -> dict:
-    return host_event("runner_on_ok", host, TASK_START, {"results": [{"item": {"name": iid}}]})
+    return host_event("runner_on_ok", host, TASK_START, {"instances": [{"name": iid}]})
 
 
 def owners(store: StateStore) -> set[str]:
