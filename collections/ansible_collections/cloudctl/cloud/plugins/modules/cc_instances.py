@@ -10,7 +10,7 @@ module: cc_instances
 short_description: Add or remove the DHCP reservations of many instances on a Cluster Controller
 description:
   - Does a Cluster Controller's part of an instance launch (C(present)) or termination
-    (C(absent)) in one module run: the DHCP reservation of every instance of I(instances)
+    (C(absent)) in one module run, the DHCP reservation of every instance of I(instances)
     whose zone this CC serves, as M(cloudctl.cloud.dhcp_reservation) keeps one (same files,
     same reload of dnsmasq and release of old leases), the instances at the same time.
   - The zones the CC serves, and each zone's C(dhcp-hostsdir), pid file, lease file and
@@ -19,7 +19,7 @@ description:
   - One instance failing does not stop the others. Its entry in RV(reservations) says
     C(failed) with the message, and the module fails once the others are done, naming it.
   - Items may carry keys that are not options here (cloudctl passes its own views of the
-    instances): they are ignored.
+    instances), which are ignored.
   - Check mode reports what would change and changes nothing; diff mode returns one diff
     per reservation file.
 requirements:

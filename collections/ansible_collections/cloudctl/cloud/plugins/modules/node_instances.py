@@ -33,7 +33,7 @@ description:
     fails the instances that use it; a firewall that cannot be applied fails the instances
     that were to start after it (an instance must never run without its rules).
   - Items may carry keys that are not options here (cloudctl passes its own views of the
-    instances): they are ignored. Each item is checked like the options of the one-resource
+    instances), which are ignored. Each item is checked like the options of the one-resource
     module (types, choices, defaults).
   - Check mode reports what would change and changes nothing; diff mode returns one diff per
     image, firewall and instance. I(user_data) and I(image_urls) are never shown.
