@@ -7,6 +7,7 @@ artifacts/<id>/job_events/ there, and cloudctl adds summary.json.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -356,7 +357,25 @@ def _envvars(settings: Settings, ident: str) -> dict[str, str]:
     # operation id, which is how the guard and reconcile find them.
     env[playguard.ENV_OPERATION] = ident
     env[playguard.ENV_PARENT] = str(os.getpid())
+    # ansible-runner turns host key checking off unless the environment says otherwise, and
+    # ansible then adds `-o StrictHostKeyChecking=no` after ansible.cfg's `=yes` (ssh keeps
+    # the first, but nothing should say no).
+    env["ANSIBLE_HOST_KEY_CHECKING"] = "True"
+    env["ANSIBLE_SSH_CONTROL_PATH_DIR"] = str(control_path_dir(settings))
     return env
+
+
+def control_path_dir(settings: Settings) -> Path:
+    """Where ssh keeps this cloud's connections (ansible.cfg's ControlPersist), so that the
+    next cloudctl run within ControlPersist reuses them instead of connecting anew.
+
+    One directory per cloud: a connection is only reused by plays that check host keys
+    against the same inventory. It lives under ~/.ansible/cp (ansible's own default, 0700)
+    and is named by a hash of the cloud's home: a socket path must stay under about 100
+    characters, which a home deep in a test's temporary directory would exceed.
+    """
+    digest = hashlib.sha256(str(settings.home).encode()).hexdigest()[:12]
+    return Path.home() / ".ansible" / "cp" / f"cloud-{digest}"
 
 
 REDACTED = "********"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import stat
 from pathlib import Path
@@ -9,7 +10,13 @@ from pathlib import Path
 import pytest
 
 from cloudctl.errors import ConfigError, HostFailed
-from cloudctl.runner import PlayEvent, previous_task_count, run_operation, run_playbook
+from cloudctl.runner import (
+    PlayEvent,
+    control_path_dir,
+    previous_task_count,
+    run_operation,
+    run_playbook,
+)
 
 
 def write_play(tmp_path: Path, task: str) -> Path:
@@ -137,3 +144,29 @@ def test_no_extra_var_is_ever_templated(settings, tmp_path):
         "keys": [canary],
         "looped": [canary, [canary]],
     }
+
+
+def test_ssh_checks_host_keys_and_keeps_each_clouds_connections(settings, tmp_path):
+    """ansible-runner would turn host key checking off (and ansible would then add
+    StrictHostKeyChecking=no to ssh); the ssh connections of a cloud's plays live in one
+    stable directory of its own, so the next run reuses them (ControlPersist)."""
+    option = "lookup('ansible.builtin.config', '{}', plugin_type='connection', plugin_name='ssh')"
+    play = write_play(
+        tmp_path,
+        (
+            "    - name: Show the ssh options\n"
+            "      ansible.builtin.debug:\n"
+            f'        msg: "{{{{ {option.format("host_key_checking")} }}}}'
+            f' {{{{ {option.format("control_path_dir")} }}}}"\n'
+        ),
+    )
+    result = run_playbook(settings, play, operation="test")
+    assert result.ok, result.failures
+    [shown] = result.task_results("Show the ssh options")
+    checking, control_dir = shown.res["msg"].split()
+    assert checking == "True"
+    assert control_dir == str(control_path_dir(settings))
+    other = control_path_dir(dataclasses.replace(settings, home=tmp_path / "other"))
+    assert other != control_path_dir(settings) and other.parent == Path(control_dir).parent
+    # ssh's socket path (dir/10-hex-digit name, plus ssh's temporary suffix) stays short
+    assert len(control_dir) < 60
