@@ -15,8 +15,6 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
-from etcd3gw import exceptions as etcd_errors
-
 from cloudctl.config import EtcdState, Settings, check_inventory
 from cloudctl.errors import HostKeyError, HostUnreachable
 from cloudctl.runner import PlayResult, ProgressCallback, failure_message, run_playbook
@@ -193,6 +191,8 @@ def _host_addresses(result: PlayResult) -> dict[str, str]:
 def etcd_statuses(config: EtcdState, hosts: dict[str, str]) -> list[ComponentStatus]:
     """One row per member of the state's etcd cluster, as each answers cloudctl itself;
     `hosts`: address -> inventory name (the row's host)."""
+    from etcd3gw import exceptions as etcd_errors  # only etcd-backed clouds need it
+
     from cloudctl.state import etcd_client, etcd_reason  # the state backend's client and errors
 
     answers: dict[str, dict[str, Any] | str] = {}

@@ -46,16 +46,17 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import etcd3gw
-import requests
-from etcd3gw import exceptions as etcd_errors
 from tinydb import Query, TinyDB
 from tinydb.storages import Storage
 
 from cloudctl.config import EtcdState, Settings
 from cloudctl.errors import CloudError
+
+if TYPE_CHECKING:  # imported where used: see etcd_client
+    import etcd3gw
+    from etcd3gw import exceptions as etcd_errors
 
 OWNER_FIELDS = ("account", "user")
 STAMP_FIELDS = ("created", "updated")
@@ -928,6 +929,8 @@ class _Etcd:
         self.current = 0
 
     def post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        from etcd3gw import exceptions as etcd_errors  # see etcd_client
+
         deadline = time.monotonic() + self.retry_for
         delay = 0.05
         while True:
@@ -967,6 +970,11 @@ class _Etcd:
 
 
 def etcd_client(url: str, config: EtcdState) -> etcd3gw.Etcd3Client:
+    # Imported here: etcd3gw and requests are about half of cloudctl's start-up, and a
+    # cloud whose state is a TinyDB file never needs them.
+    import etcd3gw
+    import requests
+
     # Our own session: with the environment trusted, $REQUESTS_CA_BUNDLE would replace the
     # cloud's CA and $HTTPS_PROXY would carry the state through a proxy.
     session = requests.Session()

@@ -11,9 +11,10 @@ from cloudctl.cli.main import cli
 
 def walk(command: click.Command, path: tuple[str, ...] = ()):
     yield path
-    if isinstance(command, click.Group):
-        for name, sub in sorted(command.commands.items()):
-            yield from walk(sub, (*path, name))
+    if isinstance(command, click.Group):  # cloudctl's group loads its commands on demand
+        ctx = click.Context(command)
+        for name in command.list_commands(ctx):
+            yield from walk(command.get_command(ctx, name), (*path, name))
 
 
 COMMANDS = list(walk(cli))

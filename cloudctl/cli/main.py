@@ -2,35 +2,56 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import traceback
 from typing import Any
 
 import click
 
-from cloudctl.cli.api import api
-from cloudctl.cli.cloud import cloud, state
 from cloudctl.cli.common import CliContext
-from cloudctl.cli.deploy import deploy
-from cloudctl.cli.event import event
-from cloudctl.cli.host import host
-from cloudctl.cli.identity import account, quota, user
-from cloudctl.cli.image import image
-from cloudctl.cli.instance import instance
-from cloudctl.cli.keypair import keypair
-from cloudctl.cli.network import address, group, zone
 from cloudctl.cli.output import FORMATS
-from cloudctl.cli.reconcile import reconcile
-from cloudctl.cli.report import report
-from cloudctl.cli.service import service
-from cloudctl.cli.tag import tag
-from cloudctl.cli.volume import snapshot, volume
 from cloudctl.errors import error_lines, exit_code_for
 from cloudctl.identity import acting_as, parse_principal
 
+# Command -> the module that defines it. A command's module, and the service layer behind
+# it, is imported when the command runs: importing them all made every start-up slower.
+COMMANDS = {
+    "account": "cloudctl.cli.identity",
+    "address": "cloudctl.cli.network",
+    "api": "cloudctl.cli.api",
+    "cloud": "cloudctl.cli.cloud",
+    "deploy": "cloudctl.cli.deploy",
+    "event": "cloudctl.cli.event",
+    "group": "cloudctl.cli.network",
+    "host": "cloudctl.cli.host",
+    "image": "cloudctl.cli.image",
+    "instance": "cloudctl.cli.instance",
+    "keypair": "cloudctl.cli.keypair",
+    "quota": "cloudctl.cli.identity",
+    "reconcile": "cloudctl.cli.reconcile",
+    "report": "cloudctl.cli.report",
+    "service": "cloudctl.cli.service",
+    "snapshot": "cloudctl.cli.volume",
+    "state": "cloudctl.cli.cloud",
+    "tag": "cloudctl.cli.tag",
+    "user": "cloudctl.cli.identity",
+    "volume": "cloudctl.cli.volume",
+    "zone": "cloudctl.cli.network",
+}
+
 
 class CloudGroup(click.Group):
-    """Turns every error into `Error: <one line>` and an exit code (a traceback with --debug)."""
+    """Turns every error into `Error: <one line>` and an exit code (a traceback with --debug);
+    loads each command when it is used (COMMANDS)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*COMMANDS, *self.commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in COMMANDS and cmd_name not in self.commands:
+            self.add_command(getattr(importlib.import_module(COMMANDS[cmd_name]), cmd_name))
+        return super().get_command(ctx, cmd_name)
 
     def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
         try:
@@ -111,26 +132,3 @@ def cli(
     )
     if principal is not None:
         ctx.with_resource(acting_as(principal))
-
-
-cli.add_command(deploy)
-cli.add_command(keypair)
-cli.add_command(service)
-cli.add_command(instance)
-cli.add_command(volume)
-cli.add_command(snapshot)
-cli.add_command(group)
-cli.add_command(address)
-cli.add_command(zone)
-cli.add_command(image)
-cli.add_command(event)
-cli.add_command(host)
-cli.add_command(reconcile)
-cli.add_command(cloud)
-cli.add_command(state)
-cli.add_command(account)
-cli.add_command(user)
-cli.add_command(quota)
-cli.add_command(tag)
-cli.add_command(report)
-cli.add_command(api)

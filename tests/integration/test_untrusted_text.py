@@ -177,9 +177,10 @@ def text_inputs() -> set[tuple[str, ...]]:
     found: set[tuple[str, ...]] = set()
 
     def walk(command: click.Command, path: tuple[str, ...]) -> None:
-        if isinstance(command, click.Group):
-            for name, sub in command.commands.items():
-                walk(sub, (*path, name))
+        if isinstance(command, click.Group):  # cloudctl's group loads its commands on demand
+            ctx = click.Context(command)
+            for name in command.list_commands(ctx):
+                walk(command.get_command(ctx, name), (*path, name))
             return
         for param in command.params:
             if isinstance(param.type, click.types.StringParamType | click.Path):
