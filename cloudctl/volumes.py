@@ -253,7 +253,7 @@ class Volumes(CloudService):
         if not check:
             _recorded(on_recorded, [self.get(volume["id"])])
         extravars = {"cloud_volume": {**sc_view(volume), **_nc_view(volume, attachment)}}
-        hosts = ",".join(sorted({volume["sc"], instance["node"]}))  # export, then hot-plug
+        hosts = instance["node"]  # the play reaches the SC by delegation when it must export
         if check:
             return self._play(
                 ATTACH_PLAYBOOK, extravars, hosts, "volume-attach", progress, check=True
