@@ -10,7 +10,7 @@ from cloudctl.errors import CloudError, InputError
 from cloudctl.reconcile import _compare_allocations, _compare_attachments, _Plan
 from cloudctl.state import StateStore
 from cloudctl.volumes import TASK_ATTACH, TASK_DETACH, TASK_EXPORT, Volumes
-from tests.unit.helpers import host_event, play_result, task_start
+from tests.unit.helpers import host_event, play_result, stats_event, task_start
 
 OWNER = {"account": "admin", "user": "admin"}
 VOL, INST, OTHER = "vol-000000aa", "i-000000aa", "i-000000bb"
@@ -122,6 +122,27 @@ def test_attach_records_the_device_the_module_chose(tmp_path, settings, monkeypa
     monkeypatch.setattr(Volumes, "_play", lambda *a, **k: play_result(run_dir(tmp_path), play))
     v = Volumes(settings, store).attach(VOL, INST, device="vdb")
     assert v["state"] == "in-use" and v["attachment"] == attachment("attached") | {"device": "vdc"}
+
+
+def test_attach_that_worked_after_the_sc_exported_again_is_attached(
+    tmp_path, settings, monkeypatch
+):
+    """The play's rescue: the hot-plug failed (tgtd had lost the target), the SC exported the
+    volume again and the second hot-plug worked: the last result counts."""
+    store = store_with(tmp_path)
+    play = [
+        task_start(TASK_ATTACH),
+        host_event("runner_on_failed", "nc1", TASK_ATTACH, CLEAN_FAILURE[1]),
+        task_start(TASK_EXPORT),
+        host_event("runner_on_ok", "nc1", TASK_EXPORT, {"changed": True}),
+        task_start(TASK_ATTACH),
+        host_event("runner_on_ok", "nc1", TASK_ATTACH, {"changed": True, "device": "vdc"}),
+        stats_event(ok={"nc1": 2}, changed={"nc1": 2}, rescued={"nc1": 1}),
+    ]
+    monkeypatch.setattr(Volumes, "_play", lambda *a, **k: play_result(run_dir(tmp_path), play))
+    v = Volumes(settings, store).attach(VOL, INST)
+    assert v["state"] == "in-use" and v["attachment"] == attachment("attached") | {"device": "vdc"}
+    assert v["reason"] == ""
 
 
 @pytest.mark.parametrize(
