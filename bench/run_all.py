@@ -127,21 +127,29 @@ def main() -> int:
             "bare one-task ansible-runner play (baseline)", base, "s", [("baseline", base)]
         )
 
+    def show(start: int) -> None:
+        """A section's lines as soon as it is done (the tables come again at the end)."""
+        print("\n".join(out[start:]), file=sys.stderr, flush=True)
+
     try:
         if "runtime" in only:
             base, base_row = baseline("Runtime operations (`bench/runtime.py`)")
             rows = runtime.measure(work, base, args.repeat)
             goal_rows += rows
             out += [table([base_row, *rows]), ""]
+            show(0)
         if "floor" in only:
             print("bench: boot floor", file=sys.stderr)
+            mark = len(out)
             rows, notes = boot_floor.measure(work, args.repeat)
             goal_rows += rows
             out += ["### The boot floor: libvirt alone on the same NC (`bench/boot_floor.py`)",
                     "", f"Load average at the start {load_average()}.", "", table(rows), "",
                     *(f"- {line}" for line in notes), ""]  # fmt: skip
+            show(mark)
         if "scale" in only:
             print("bench: launches at scale", file=sys.stderr)
+            mark = len(out)
             load = load_average()
             rows, checks = scale.measure(work, args.repeat)
             goal_rows += rows
@@ -149,6 +157,7 @@ def main() -> int:
                     f"{two_nc.NC_CORES} vCPUs offered per NC); load average at the start {load}.")  # fmt: skip
             out += ["### Launches at scale (`bench/scale.py`)", "", note, "", table(rows), "",
                     *(f"- {line}" for line in checks), ""]  # fmt: skip
+            show(mark)
         if "cli" in only or "memory" in only:
             cli.seed_states(work)  # shared by the cli and memory sections
         if "cli" in only:

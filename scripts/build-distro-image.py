@@ -138,8 +138,19 @@ def build(out: Path, force: bool = False) -> tuple[dict, bool]:
     debs.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="distro-image-", dir=out) as tmp:
         root, disk = Path(tmp) / "root", Path(tmp) / "disk.raw"
-        run(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
-             f"--cache-dir={debs}", SUITE, str(root), MIRROR])  # fmt: skip
+        log = out / "debootstrap.log"
+        with log.open("w") as fh:
+            proc = subprocess.run(
+                ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
+                 f"--cache-dir={debs}", SUITE, str(root), MIRROR],
+                stdout=fh, stderr=subprocess.STDOUT, check=False,
+            )  # fmt: skip
+        if proc.returncode:
+            tail = "".join(log.read_text().splitlines(keepends=True)[-20:])
+            details = root / "debootstrap" / "debootstrap.log"
+            if details.exists():
+                tail += "".join(details.read_text().splitlines(keepends=True)[-20:])
+            raise SystemExit(f"debootstrap failed (exit {proc.returncode}), see {log}:\n{tail}")
         root_uuid = str(uuid.uuid4())
         configure(root, root_uuid)
         (root / "var/cache/apt/archives").mkdir(exist_ok=True)
