@@ -59,6 +59,7 @@ REQUEST_OPERATION = "instance-run-request"  # ... of a launch request while it w
 # Task names the service reads results of (contract with the runtime playbooks).
 TASK_START = "Start the instances"  # cloudctl.cloud.node_instances: one result per NC
 TASK_REMOVE = "Remove the instances"  # the same, in instance_terminate.yml
+TASK_POWER = "Set the power state"  # the same, in instance_power.yml
 TASK_CONSOLE = "Read the console log"
 
 _S = InstanceState
@@ -543,10 +544,14 @@ class Instances(CloudService):
         )
         event = result.event_id
         failed_hosts = {f.host: f for f in result.failures}
+        outcomes = _instance_outcomes(result, TASK_POWER)
         done = {"stop": _S.STOPPED, "start": _S.RUNNING, "reboot": _S.RUNNING}[action]
         with self.store.transaction() as tx:
             for r in records:
-                failure = failed_hosts.get(r["node"])
+                # Its own outcome (a node changes each of its instances on its own), else
+                # its node's.
+                outcome = outcomes.get(r["id"])
+                failure = failed_hosts.get(r["node"]) if outcome is None else outcome
                 if failure:  # back to where it was, with the reason
                     tx.table(TABLE).update(r["id"], state=r["state"], reason=str(failure))
                 else:
