@@ -31,6 +31,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import boot_floor
@@ -88,6 +89,28 @@ def goals_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+FLOOR_TITLE = "The boot floor: libvirt alone on the same NC (`bench/boot_floor.py`)"
+SCALE_TITLE = "Launches at scale (`bench/scale.py`)"
+
+
+def floor_section(work: Path, repeat: int, out: list[str], goal_rows: list[Row]) -> None:
+    load = load_average()
+    rows, notes = boot_floor.measure(work, repeat)
+    goal_rows.extend(rows)
+    out.extend([f"### {FLOOR_TITLE}", "", f"Load average at the start {load}.", "",
+                table(rows), "", *(f"- {line}" for line in notes), ""])  # fmt: skip
+
+
+def scale_section(work: Path, repeat: int, out: list[str], goal_rows: list[Row]) -> None:
+    load = load_average()
+    rows, checks = scale.measure(work, repeat)
+    goal_rows.extend(rows)
+    note = (f"On the two-NC cloud `{two_nc.NAME}` (bench/two_nc.py: two lab hosts, "
+            f"{two_nc.NC_CORES} vCPUs offered per NC); load average at the start {load}.")  # fmt: skip
+    out.extend([f"### {SCALE_TITLE}", "", note, "", table(rows), "",
+                *(f"- {line}" for line in checks), ""])  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3, help="runs per timing (median)")
@@ -131,6 +154,17 @@ def main() -> int:
         """A section's lines as soon as it is done (the tables come again at the end)."""
         print("\n".join(out[start:]), file=sys.stderr, flush=True)
 
+    def guarded(title: str, section: Callable[[], None]) -> None:
+        """Run a section; when it fails, say so in its place and go on with the others."""
+        mark = len(out)
+        try:
+            section()
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 -- a long run keeps the others
+            del out[mark:]
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+            out.extend([f"### {title}", "", f"Not measured: the section failed ({reason}).", ""])
+        show(mark)
+
     try:
         if "runtime" in only:
             base, base_row = baseline("Runtime operations (`bench/runtime.py`)")
@@ -140,24 +174,10 @@ def main() -> int:
             show(0)
         if "floor" in only:
             print("bench: boot floor", file=sys.stderr)
-            mark = len(out)
-            rows, notes = boot_floor.measure(work, args.repeat)
-            goal_rows += rows
-            out += ["### The boot floor: libvirt alone on the same NC (`bench/boot_floor.py`)",
-                    "", f"Load average at the start {load_average()}.", "", table(rows), "",
-                    *(f"- {line}" for line in notes), ""]  # fmt: skip
-            show(mark)
+            guarded(FLOOR_TITLE, lambda: floor_section(work, args.repeat, out, goal_rows))
         if "scale" in only:
             print("bench: launches at scale", file=sys.stderr)
-            mark = len(out)
-            load = load_average()
-            rows, checks = scale.measure(work, args.repeat)
-            goal_rows += rows
-            note = (f"On the two-NC cloud `{two_nc.NAME}` (bench/two_nc.py: two lab hosts, "
-                    f"{two_nc.NC_CORES} vCPUs offered per NC); load average at the start {load}.")  # fmt: skip
-            out += ["### Launches at scale (`bench/scale.py`)", "", note, "", table(rows), "",
-                    *(f"- {line}" for line in checks), ""]  # fmt: skip
-            show(mark)
+            guarded(SCALE_TITLE, lambda: scale_section(work, args.repeat, out, goal_rows))
         if "cli" in only or "memory" in only:
             cli.seed_states(work)  # shared by the cli and memory sections
         if "cli" in only:
