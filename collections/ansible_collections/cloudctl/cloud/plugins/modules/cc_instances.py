@@ -91,7 +91,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 reservations:
-  description: One result per instance of a zone this CC serves, as M(cloudctl.cloud.dhcp_reservation) returns it, with C(name) and C(changed), and C(failed) and C(msg) when it failed.
+  description:
+    - One result per instance of a zone this CC serves, as M(cloudctl.cloud.dhcp_reservation)
+      returns it, with C(name) and C(changed), and C(failed) and C(msg) when it failed.
   returned: always
   type: list
   elements: dict

@@ -220,7 +220,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 instances:
-  description: One result per instance, in the order of I(instances), as M(cloudctl.cloud.cloud_instance) returns it, with its C(name) and C(changed), and C(failed) and C(msg) when it failed.
+  description:
+    - One result per instance, in the order of I(instances), as M(cloudctl.cloud.cloud_instance)
+      returns it, with its C(name) and C(changed), and C(failed) and C(msg) when it failed.
   returned: always
   type: list
   elements: dict
