@@ -126,6 +126,14 @@ def echo_check(result: PlayResult, fmt: str) -> None:
             for item in change.res.get("results") or []
             if item.get("changed")
         ]
+        # Modules that handle many instances in one run (node_instances, cc_instances)
+        # name them in their own results.
+        items += [
+            str(entry.get("name", ""))
+            for key in ("reservations", "instances")
+            for entry in change.res.get(key) or []
+            if isinstance(entry, dict) and entry.get("changed")
+        ]
         rows.append({"host": change.host, "task": change.task, "items": ", ".join(items)})
     output_result(rows, fmt, ["host", "task", "items"])
     click.echo(f"Check mode: nothing was changed ({len(rows)} task(s) would change).", err=True)
