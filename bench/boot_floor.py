@@ -110,7 +110,8 @@ def floor_run(instance: dict, probe: GuestProbe) -> float:
     started by hand (our domain is stopped first; the floor's is removed afterwards)."""
     iid, ip = instance["id"], instance["private_ip"]
     src = f"{instances_dir()}/{iid}"
-    info = json.loads(in_host("qemu-img", "info", "--output=json", f"{src}/disk.qcow2"))
+    # -U: the running domain holds the overlay's write lock
+    info = json.loads(in_host("qemu-img", "info", "-U", "--output=json", f"{src}/disk.qcow2"))
     name, work = f"floor-{iid}", f"{FLOOR_DIR}/{iid}"
     disk, console, xml_path = f"{work}/disk.qcow2", f"{work}/console.log", f"{work}/domain.xml"
     host_path(work).mkdir(parents=True, exist_ok=True)

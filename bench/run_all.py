@@ -34,12 +34,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import boot_floor
 import cli
 import ha_faults
 import memory
 import runtime
-import scale
 import state_store
 import two_nc
 from common import (
@@ -94,6 +92,8 @@ SCALE_TITLE = "Launches at scale (`bench/scale.py`)"
 
 
 def floor_section(work: Path, repeat: int, out: list[str], goal_rows: list[Row]) -> None:
+    import boot_floor  # read when the section starts (a long run's later sections)
+
     load = load_average()
     rows, notes = boot_floor.measure(work, repeat)
     goal_rows.extend(rows)
@@ -102,6 +102,8 @@ def floor_section(work: Path, repeat: int, out: list[str], goal_rows: list[Row])
 
 
 def scale_section(work: Path, repeat: int, out: list[str], goal_rows: list[Row]) -> None:
+    import scale  # read when the section starts (a long run's later sections)
+
     load = load_average()
     rows, checks = scale.measure(work, repeat)
     goal_rows.extend(rows)
