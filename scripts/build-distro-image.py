@@ -39,6 +39,9 @@ MIRROR = os.environ.get("DEBIAN_MIRROR", "http://deb.debian.org/debian")
 PACKAGES = [
     "linux-image-amd64", "initramfs-tools", "systemd-sysv", "udev", "kmod",
     "cloud-init", "openssh-server", "ifupdown", "isc-dhcp-client", "iproute2", "netbase",
+    # python3-cryptography needs the virtual python3-cffi-backend-api-max, which debootstrap's
+    # resolver does not follow: name its provider
+    "python3-cffi-backend",
 ]  # fmt: skip
 KEYED = ["linux-image-amd64", "cloud-init", "openssh-server", "systemd"]  # in the cache key
 DISK_MIB = 2048
