@@ -71,7 +71,7 @@ def test_arbitrator_gives_up_only_when_every_probe_fails(
     config = tmp_path / "arbitrator.json"
     config.write_text(json.dumps({"targets": list(results), "status_file": str(tmp_path / "status.json"),
                                   "log_file": str(tmp_path / "arbitrator.log")}))  # fmt: skip
-    monkeypatch.setattr(arbitrator, "probe", results.__getitem__)
+    monkeypatch.setattr(arbitrator, "probe", lambda target, timeout: results[target])
     assert arbitrator.main(str(config)) == code
     assert json.loads((tmp_path / "status.json").read_text())["verdict"] == verdict
     arbitrator.main(str(config))  # the same result again: no second log line
@@ -89,3 +89,18 @@ def test_arbitrator_probes_for_real(tmp_path):
     assert not arbitrator.probe(f"tcp:127.0.0.1:{port}")
     assert arbitrator.probe("icmp:127.0.0.1")
     assert not arbitrator.probe("udp:127.0.0.1:53")
+
+
+def test_arbitrator_service_keeps_keepalived_track_file(tmp_path, monkeypatch):
+    """fall 1: the first check of all probes failing writes 1; rise 2: two good ones write 0."""
+    track = tmp_path / "run/arbitrator.track"
+    config = tmp_path / "arbitrator.json"
+    config.write_text(json.dumps({"track_file": str(track), "status_file": str(track.parent / "s"),
+                                  "interval": 0, "fall": 1, "rise": 2}))  # fmt: skip
+    verdicts = iter(["ok", "all-failed", "some-failed", "ok", "ok", "all-failed"])
+    monkeypatch.setattr(arbitrator, "check", lambda config: {"verdict": next(verdicts)})
+    written = []
+    monkeypatch.setattr(arbitrator.time, "sleep", lambda s: written.append(track.read_text()))
+    with pytest.raises(StopIteration):  # the checks above, then the loop ends
+        arbitrator.watch(str(config))
+    assert [w.strip() for w in written] == ["0", "1", "1", "0", "0", "1"]

@@ -1,15 +1,23 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The arbitrator, keepalived's vrrp_script: Eucalyptus's rule on this host's probes.
+"""The arbitrator: Eucalyptus's rule on this host's probes, for keepalived.
 
-    arbitrator.py CONFIG.json
+    arbitrator.py --watch CONFIG.json   the service: a check every interval, keepalived's track file
+    arbitrator.py CONFIG.json           one check (exit 1: every probe fails)
 
 CONFIG holds {"targets": ["icmp:ADDRESS", "tcp:ADDRESS:PORT", ...], "status_file": PATH,
-"log_file": PATH}. Every probe runs at once (ping -c1 -W1, or a TCP connect with a 1 s
-timeout), so a check takes about 1 s at most. ALL probes failing -> exit 1 (keepalived puts
-the host's instances in FAULT and it releases its addresses); SOME failing -> exit 0 and a log
-line; none -> exit 0. A line is logged only when the set of failing probes changes, and the
-last result is kept in status_file (JSON) for `cloudctl service status`. No shell: targets
-are passed to ping as one argument each.
+"log_file": PATH, "track_file": PATH, "interval": S, "timeout": S, "fall": N, "rise": N}.
+Every probe runs at once (ping -c1 -W<timeout>, or a TCP connect with that timeout). ALL
+probes failing -> the check fails; SOME failing -> a log line only; none -> ok. A line is
+logged only when the set of failing probes changes, and the last result is kept in
+status_file (JSON) for `cloudctl service status`.
+
+The service writes 1 to track_file after `fall` failed checks in a row and 0 again after
+`rise` good ones: keepalived tracks the file (vrrp_track_file, weight 0) and puts the host's
+instances in FAULT the moment it reads 1 (it releases its addresses). A service rather than
+keepalived's vrrp_script: a script is a new python process every second, which on a loaded
+host (measured: load average 60 on 2 cores) took longer than its timeout to start, so both
+hosts of a pair went FAULT and nobody held the addresses. No shell: targets are passed to
+ping as one argument each.
 """
 
 from __future__ import annotations
@@ -25,10 +33,10 @@ from concurrent.futures import ThreadPoolExecutor
 PROBE_TIMEOUT_S = 1
 
 
-def probe(target: str) -> bool:
+def probe(target: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
     kind, rest = target.split(":", 1) if ":" in target else (target, "")
     if kind == "icmp":
-        ping = ["ping", "-n", "-q", "-c1", f"-W{PROBE_TIMEOUT_S}", "--", rest]
+        ping = ["ping", "-n", "-q", "-c1", f"-W{max(1, round(timeout))}", "--", rest]
         return (
             subprocess.run(
                 ping, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -38,7 +46,7 @@ def probe(target: str) -> bool:
     if kind == "tcp":
         host, port = rest.rsplit(":", 1) if ":" in rest else (rest, "")
         try:
-            with socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT_S):
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
                 return True
         except (OSError, ValueError):
             return False
@@ -67,15 +75,17 @@ def write_json(path: str, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def main(config_path: str) -> int:
-    config = read_json(config_path)
+def check(config: dict) -> dict:
+    """One check: every probe at once; the status file, a log line when the failing set
+    changed. The status: {time, verdict, probes}."""
     targets = config.get("targets") or []
-    if not targets:
-        return 0  # nothing to arbitrate with (the precheck requires targets on a pair)
-    with ThreadPoolExecutor(max_workers=len(targets)) as pool:
-        results = dict(zip(targets, pool.map(probe, targets)))
+    timeout = float(config.get("timeout", PROBE_TIMEOUT_S))
+    results = {}
+    if targets:
+        with ThreadPoolExecutor(max_workers=len(targets)) as pool:
+            results = dict(zip(targets, pool.map(lambda t: probe(t, timeout), targets)))
     now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    status = {"time": now, "verdict": verdict(results), "probes": results}
+    status = {"time": now, "verdict": verdict(results) if results else "ok", "probes": results}
     previous = read_json(config["status_file"])
     if previous.get("probes") != results:
         failed = ", ".join(t for t, ok in results.items() if not ok) or "none"
@@ -87,8 +97,49 @@ def main(config_path: str) -> int:
         with open(config["log_file"], "a") as log:
             log.write(f"{now} arbitrator: {line}\n")
     write_json(config["status_file"], status)
+    return status
+
+
+def main(config_path: str) -> int:
+    status = check(read_json(config_path))
     return 1 if status["verdict"] == "all-failed" else 0
 
 
+def write_track(path: str, value: int) -> None:
+    """keepalived's track file, written in place (keepalived reads it on close) and only when
+    the value changes."""
+    try:
+        with open(path) as f:
+            if f.read().strip() == str(value):
+                return
+    except OSError:
+        pass
+    with open(path, "w") as f:
+        f.write(f"{value}\n")
+
+
+def watch(config_path: str) -> None:
+    """The service: a check every interval; the track file 1 after `fall` failed checks in a
+    row, 0 again after `rise` good ones."""
+    config = read_json(config_path)
+    interval = float(config.get("interval", 1))
+    fall, rise = int(config.get("fall", 1)), int(config.get("rise", 2))
+    for path in (config["status_file"], config["track_file"]):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    failing, bad, good = False, 0, 0
+    while True:
+        started = time.monotonic()
+        if check(config)["verdict"] == "all-failed":
+            bad, good = bad + 1, 0
+            failing = failing or bad >= fall
+        else:
+            bad, good = 0, good + 1
+            failing = failing and good < rise
+        write_track(config["track_file"], 1 if failing else 0)
+        time.sleep(max(0.0, interval - (time.monotonic() - started)))
+
+
 if __name__ == "__main__":
+    if sys.argv[1] == "--watch":
+        watch(sys.argv[2])
     sys.exit(main(sys.argv[1]))
