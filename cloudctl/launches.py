@@ -7,10 +7,11 @@ A request waits in the state's table `launches` (`queued`). Whoever holds the lo
 `launch-round` (Store.try_lock: it dies with its holder) is the round runner: it claims every
 waiting request (`playing`, in one transaction), hands them to `play_round`, which runs ONE
 play for all of them and records each request's instances, and stores each request's
-outcome (`done`); then it claims again until nothing waits. Every requester polls: its
-request done -> it takes the outcome and removes the request; the lock free -> it becomes the
-runner. So no request is ever left without a runner, whether the requesters are cloudctl
-processes or threads of the API's worker (each call opens its own lock).
+outcome (`done`); then it claims again until nothing waits, and lets the lock go. Every
+requester tries the lock (POLL_INTERVAL): once it holds it, it takes its outcome if its
+request is done, else it is the runner. So no request is ever left without a runner, whether
+the requesters are cloudctl processes or threads of the API's worker (each call opens its
+own lock).
 
 The runner holds the lock from its claim until the outcomes are stored: a request still
 `playing` when the lock is free was claimed by a round whose runner died. The next runner
@@ -55,21 +56,33 @@ def submit(store: Store, request: Mapping[str, Any]) -> str:
 def await_outcome(
     store: Store, request_id: str, play_round: PlayRound, poll: float = POLL_INTERVAL
 ) -> dict[str, Any]:
-    """The outcome of a request, running rounds (this request's and others') whenever the
-    lock is free; the request is removed once its outcome is taken."""
+    """The outcome of a request, once this requester holds the lock: it runs rounds (this
+    request's and others') until none waits, then takes its outcome and removes the
+    request. Waiting requesters only try the lock: reading the state meanwhile would starve
+    the runner's transactions (a flock favours no writer over many readers)."""
     while True:
         with store.try_lock(LOCK) as runner:
             if runner:
-                run_rounds(store, play_round)
-        with store.snapshot() as snap:
-            request = snap.table(TABLE).get(request_id)
+                outcome = _take(store, request_id)
+                if outcome is None:
+                    run_rounds(store, play_round)
+                    outcome = _take(store, request_id)
+                if outcome is None:
+                    raise StateError(f"launch request {request_id} was not played")
+                return outcome
+        time.sleep(poll)
+
+
+def _take(store: Store, request_id: str) -> dict[str, Any] | None:
+    """The request's outcome, the request removed (None: not done yet)."""
+    with store.transaction() as tx:
+        request = tx.table(TABLE).get(request_id)
         if request is None:
             raise StateError(f"launch request {request_id} is gone from the state")
-        if request["state"] == DONE:
-            with store.transaction() as tx:
-                tx.table(TABLE).remove(request_id)
-            return request["outcome"]
-        time.sleep(poll)
+        if request["state"] != DONE:
+            return None
+        tx.table(TABLE).remove(request_id)
+        return request["outcome"]
 
 
 def run_rounds(store: Store, play_round: PlayRound) -> int:

@@ -598,6 +598,11 @@ class EtcdStore(Store):
         # the lock its lost first answer gave us, and only we release it.
         session = etcd_session(self.etcd, self.operation_ttl)
         key, token = b64(self.prefix + LOCKS + _lock_name(name)), uuid.uuid4().hex
+        # A look first (a read of this member, maybe stale): a try is a raft write.
+        look = {"key": key, "count_only": True, "serializable": True}
+        if int(self.etcd.post("/kv/range", look).get("count", 0)):
+            yield False
+            return
         answer = self.etcd.post("/kv/txn", {
             "compare": [{"key": key, "target": "CREATE", "result": "EQUAL", "create_revision": 0}],
             "success": [{"request_put": {"key": key, "value": b64(token), "lease": session.current()}}],

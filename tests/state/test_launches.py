@@ -55,7 +55,7 @@ def test_requests_at_once_share_plays_none_lost_none_twice(store: Store):
     workers += [threading.Thread(target=_request, args=(spec, total, results)) for _ in range(threads)]  # fmt: skip
     for worker in workers:
         worker.start()
-    outcomes = [results.get(timeout=120) for _ in workers]
+    outcomes = [results.get(timeout=300) for _ in workers]
     for worker in workers:
         worker.join(30)
     plays = store.all("plays")
