@@ -7,6 +7,7 @@ artifacts/<id>/job_events/ there, and cloudctl adds summary.json.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -361,7 +362,8 @@ def _envvars(settings: Settings, ident: str) -> dict[str, str]:
     # ansible then adds `-o StrictHostKeyChecking=no` after ansible.cfg's `=yes` (ssh keeps
     # the first, but nothing should say no).
     env["ANSIBLE_HOST_KEY_CHECKING"] = "True"
-    env["ANSIBLE_SSH_CONTROL_PATH_DIR"] = str(control_path_dir(settings))
+    chosen = os.environ.get("ANSIBLE_SSH_CONTROL_PATH_DIR")  # the operator's choice wins
+    env["ANSIBLE_SSH_CONTROL_PATH_DIR"] = chosen or str(control_path_dir(settings))
     return env
 
 
@@ -369,13 +371,17 @@ def control_path_dir(settings: Settings) -> Path:
     """Where ssh keeps this cloud's connections (ansible.cfg's ControlPersist), so that the
     next cloudctl run within ControlPersist reuses them instead of connecting anew.
 
-    One directory per cloud: a connection is only reused by plays that check host keys
-    against the same inventory. It lives under ~/.ansible/cp (ansible's own default, 0700)
-    and is named by a hash of the cloud's home: a socket path must stay under about 100
-    characters, which a home deep in a test's temporary directory would exceed.
+    A connection is only reused by plays that would check the host's key against the same
+    keys: the directory is named by a hash of the cloud's home and of its known_hosts (a
+    changed known_hosts, e.g. after `cloudctl host trust --replace`, makes new connections,
+    which check the key again). It lives under ~/.ansible/cp (ansible's own default, 0700):
+    a socket path must stay under about 100 characters, which a home deep in a test's
+    temporary directory would exceed.
     """
-    digest = hashlib.sha256(str(settings.home).encode()).hexdigest()[:12]
-    return Path.home() / ".ansible" / "cp" / f"cloud-{digest}"
+    digest = hashlib.sha256(str(settings.home).encode())
+    with contextlib.suppress(OSError):  # no known_hosts yet
+        digest.update(hostkeys.known_hosts_path(settings).read_bytes())
+    return Path.home() / ".ansible" / "cp" / f"cloud-{digest.hexdigest()[:12]}"
 
 
 REDACTED = "********"

@@ -168,5 +168,8 @@ def test_ssh_checks_host_keys_and_keeps_each_clouds_connections(settings, tmp_pa
     assert control_dir == str(control_path_dir(settings))
     other = control_path_dir(dataclasses.replace(settings, home=tmp_path / "other"))
     assert other != control_path_dir(settings) and other.parent == Path(control_dir).parent
+    # new keys in known_hosts: new connections, which check the key again
+    (settings.inventory.parent / "known_hosts").write_text("box ssh-ed25519 AAAA\n")
+    assert str(control_path_dir(settings)) != control_dir
     # ssh's socket path (dir/10-hex-digit name, plus ssh's temporary suffix) stays short
     assert len(control_dir) < 60
