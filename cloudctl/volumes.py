@@ -507,7 +507,10 @@ def _outcome(result: PlayResult, task: str, host: str) -> bool | None:
         last = ran[-1]
         if last.status in ("ok", "changed"):
             return True
-        crashed = {"module_stderr", "exception"} & set(last.res)
+        # A module that failed cleanly (fail_json) echoes its arguments ("invocation"); one
+        # that crashed or was killed leaves none, or its stderr. ansible-core 2.19 adds an
+        # "exception" (the call stack) to clean failures too: it tells nothing.
+        crashed = "module_stderr" in last.res or "invocation" not in last.res
         return False if last.status == "failed" and not crashed else None
     if host in result.started(task) or result.status in ("timeout", "canceled"):
         return None
