@@ -1,9 +1,12 @@
 """End to end: deploy a cloud-in-a-box onto a namespaced lab host with cloudctl.
 
-In order: bad inventories fail in precheck and change nothing; the deploy brings up all five
-components and `cloudctl service status` sees them healthy; a second deploy changes nothing;
-a deploy with one component's tag runs only that component (and common, its dependency);
-reset.yml leaves no bridge, daemon or config behind.
+Bad inventories fail in precheck and change nothing (on a bare lab host of their own). The
+deploy from scratch is the shared cloud's (ops_cloud, the ciab inventory deployed by
+`cloudctl deploy`): every component is healthy in `cloudctl service status`, the API
+answers over TLS with the CA the deploy fetched, a second deploy changes nothing even after
+the tests before it used the cloud, and a deploy with one component's tag runs only that
+component (and common, its dependency). reset.yml is tested on the two-zone cloud
+(test_network.py), which it may destroy last.
 """
 
 from __future__ import annotations
@@ -11,8 +14,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import boto3
@@ -20,36 +21,15 @@ import pytest
 import yaml
 
 from tests.conftest import PROJECT, labhost
+from tests.integration.cloud_client import CloudClient, in_host
 
 pytestmark = pytest.mark.integration
 HOST = os.environ.get("E2E_CIAB_HOST", "e2e-ciab")  # two runs on one machine keep apart
 
 
-def cloudctl(inventory: Path, *args: str, timeout: int = 1800) -> subprocess.CompletedProcess:
-    env = dict(os.environ, CLOUDCTL_HOME=str(inventory.parent / "cloudctl-home"))
-    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
-    return subprocess.run(
-        [str(Path(sys.executable).parent / "cloudctl"), "--inventory", str(inventory), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def in_host(*command: str) -> subprocess.CompletedProcess:
-    info = labhost.load_info(HOST)
-    return subprocess.run(
-        ["nsenter", "-t", str(info["sshd_pid"]), "-m", "-u", "-n", "--", *command],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
+    """A bare lab host for the inventories that must fail in precheck."""
     labhost.destroy(HOST)
     labhost.create(HOST)
     workdir = tmp_path_factory.mktemp("ciab")
@@ -100,25 +80,22 @@ def no_walrus(hosts, group_vars):
 )
 def test_bad_inventory_fails_in_precheck_and_changes_nothing(lab, edit, words):
     inventory = make_inventory(lab, f"bad-{edit.__name__}", edit)
-    result = cloudctl(inventory, "deploy", timeout=600)
+    c = CloudClient(lab, "bad")
+    c.inventory, c.home = inventory, lab / f"home-{edit.__name__}"
+    result = c.cloudctl("deploy", ok=False, timeout=600)
     assert result.returncode != 0
     error_lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert error_lines, result.stdout
     message = error_lines[-1]
     for word in words:
         assert word in message, f"{word!r} not in {message!r}"
-    assert "Traceback" not in result.stderr
     # Nothing on the host changed: no cloud directory, no service manager config.
-    assert in_host("test", "-e", "/etc/cloud").returncode != 0
-    assert in_host("test", "-e", "/etc/supervisor/conf.d/cloud-tgtd.conf").returncode != 0
+    assert in_host(HOST, "test", "-e", "/etc/cloud").returncode != 0
+    assert in_host(HOST, "test", "-e", "/etc/supervisor/conf.d/cloud-tgtd.conf").returncode != 0
 
 
-def test_deploy_brings_up_every_component(lab):
-    inventory = make_inventory(lab, "good")
-    result = cloudctl(inventory, "deploy")
-    assert result.returncode == 0, result.stdout + result.stderr
-    status = cloudctl(inventory, "-o", "json", "service", "status", timeout=300)
-    assert status.returncode == 0, status.stdout + status.stderr
+def test_deploy_brings_up_every_component(ops_cloud):
+    status = ops_cloud.cloudctl("-o", "json", "service", "status", timeout=300)
     rows = json.loads(status.stdout)
     components = {row["component"]: row for row in rows}
     assert set(components) == {"clc", "api", "walrus", "cc", "sc", "nc"}
@@ -126,31 +103,35 @@ def test_deploy_brings_up_every_component(lab):
         assert row["status"] == "healthy", row
 
 
-def test_api_over_tls_verified_with_the_fetched_ca(lab):
+def clc_cloudctl(host: str, arguments: str) -> str:
+    """The output of the CLC's own cloudctl (in the lab host, as its operator's login)."""
+    env = ("env", "-i", "HOME=/root", "PATH=/usr/bin:/bin")
+    done = in_host(host, *env, "bash", "-lc", f"cloudctl {arguments}")
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_api_over_tls_verified_with_the_fetched_ca(ops_cloud):
     """DescribeRegions through boto3 from the controller, TLS verified with the CA the deploy
     fetched beside cloud.yml. The API serves the CLC's own state (/var/lib/cloud/clc/state),
     not the state of the cloudctl that deployed from here: the key is made by the CLC's
     cloudctl, inside the lab host."""
-    home = lab / "cloudctl-home"
+    home = ops_cloud.home
     api = yaml.safe_load((home / "cloud.yml").read_text())["api"]
-    address = labhost.load_info(HOST)["address"]
+    address = labhost.load_info(ops_cloud.host)["address"]
     assert api == {"endpoint": f"https://{address}:8773/", "region": "eucalyptus",
                    "ca_file": str(home / "ca.crt")}  # fmt: skip
-    made = in_host("env", "-i", "HOME=/root", "PATH=/usr/bin:/bin", "bash", "-lc",
-                   "cloudctl -o json user key create admin/admin")  # fmt: skip
-    assert made.returncode == 0, made.stderr
-    [key] = json.loads(made.stdout)
+    [key] = json.loads(clc_cloudctl(ops_cloud.host, "-o json user key create admin/admin"))
     ec2 = boto3.client("ec2", endpoint_url=api["endpoint"], region_name=api["region"],
                        verify=api["ca_file"], aws_access_key_id=key["access_key_id"],
                        aws_secret_access_key=key["secret_access_key"])  # fmt: skip
     [region] = ec2.describe_regions()["Regions"]
     assert region["RegionName"] == "eucalyptus" and region["Endpoint"] == api["endpoint"]
+    clc_cloudctl(ops_cloud.host, f"user key delete {key['access_key_id']}")
 
 
-def test_second_deploy_changes_nothing(lab):
-    inventory = lab / "good"
-    result = cloudctl(inventory, "-o", "json", "deploy")
-    assert result.returncode == 0, result.stdout + result.stderr
+def test_second_deploy_changes_nothing(ops_cloud):
+    result = ops_cloud.cloudctl("-o", "json", "deploy")
     summary = json.loads(result.stdout)
     assert summary, result.stdout
     for host in summary:
@@ -158,59 +139,23 @@ def test_second_deploy_changes_nothing(lab):
         assert host["failed"] == 0 and host["unreachable"] == 0, host
 
 
-def newest_deploy_events(inventory: Path) -> list[dict]:
-    """The per-host task results of the newest deploy cloudctl ran on this inventory."""
-    runs = inventory.parent / "cloudctl-home" / "runs"
+def newest_deploy_events(home: Path) -> list[dict]:
+    """The per-host task results of the newest deploy cloudctl ran from this home."""
+    runs = home / "runs"
     [*_, run] = sorted(p for p in runs.iterdir() if re.fullmatch(r"\w+-deploy-[0-9a-f]+", p.name))
     events = [json.loads(p.read_text()) for p in run.glob("artifacts/*/job_events/*.json")]
     return [e["event_data"] for e in events if e["event"].startswith("runner_on_")]
 
 
-def test_deploy_by_tag_runs_only_that_component(lab):
-    inventory = lab / "good"
-    result = cloudctl(inventory, "-o", "json", "deploy", "--tags", "nc")
-    assert result.returncode == 0, result.stdout + result.stderr
+def test_deploy_by_tag_runs_only_that_component(ops_cloud):
+    result = ops_cloud.cloudctl("-o", "json", "deploy", "--tags", "nc")
     [host] = json.loads(result.stdout)
     assert (host["changed"], host["failed"]) == (0, 0), host
     # The argument validations are tagged always by Ansible: they run in every play.
-    ran = [e for e in newest_deploy_events(inventory)
+    ran = [e for e in newest_deploy_events(ops_cloud.home)
            if e["task_action"] != "ansible.builtin.validate_argument_spec"]  # fmt: skip
     plays = {e["play"] for e in ran}
     assert plays == {"Precheck the cloud description", "Deploy the Node Controllers"}, plays
     roles = {e.get("role") for e in ran if e["play"] == "Deploy the Node Controllers"}
     assert roles == {"common", "nc"}, roles
     assert {"Run virtlogd", "Run libvirtd"} <= {e["task"] for e in ran}
-
-
-def test_reset_leaves_nothing_behind(lab):
-    inventory = lab / "good"
-    env = dict(os.environ, ANSIBLE_CONFIG=str(PROJECT / "ansible.cfg"))
-    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
-    result = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "ansible-playbook"),
-            "-i",
-            str(inventory),
-            "cloudctl.cloud.reset",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=PROJECT,
-        timeout=900,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout[-5000:]
-    links = json.loads(in_host("ip", "-j", "link", "show", "type", "bridge").stdout or "[]")
-    assert links == [], links
-    # The lab host shares the machine's PID namespace: look only at its network namespace.
-    processes = [
-        Path(f"/proc/{pid}/comm").read_text().strip()
-        for pid in labhost.netns_pids(labhost.netns_of(HOST))
-    ]
-    for daemon in ("libvirtd", "virtlogd", "tgtd", "dnsmasq", "weed", "supervisord"):
-        assert daemon not in processes, processes
-    for path in ("/etc/cloud", "/etc/supervisor/conf.d/cloud-tgtd.conf", "/opt/cloud"):
-        assert in_host("test", "-e", path).returncode != 0, path
-    leftovers = in_host("sh", "-c", "ls /etc/supervisor/conf.d /etc/systemd/system | grep cloud-")
-    assert leftovers.stdout.strip() == "", leftovers.stdout

@@ -3,12 +3,14 @@
 Two lab hosts: nw-a (CLC, Walrus, and zone-a's CC/SC/NC, with a public interface) and nw-b
 (zone-b's CC/SC/NC). A client network namespace made by this test sits on nw-a's public
 side (198.51.100.0/24) and knows nothing of the instance subnets: it reaches instances only
-through elastic IPs. The tests of this file run in order and share the cloud.
+through elastic IPs. The tests of this file run in order and share the cloud; the last one
+removes it with reset.yml.
 """
 
 from __future__ import annotations
 
-import secrets
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -19,6 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.background import job, uses
 from tests.conftest import PROJECT, labhost
 from tests.integration.cloud_client import CloudClient, PublicSideClient, in_host
 
@@ -59,7 +62,7 @@ HOSTS = {
 class Cloud(PublicSideClient, CloudClient):
     def __init__(self, workdir: Path) -> None:
         super().__init__(workdir, "k")
-        self.client_ns = f"cloudtest-pub-{secrets.token_hex(3)}"
+        self.client_ns = CLIENT_NS
         self.client_known_hosts = workdir / "client_known_hosts"
 
     def from_client(self, *command: str, timeout: int = 30) -> subprocess.CompletedProcess:
@@ -84,52 +87,66 @@ def eventually(check, what: str, deadline_s: float = 60) -> None:
     pytest.fail(f"not within {deadline_s}s: {what}\n{rules}\n{tracked}")
 
 
-@pytest.fixture(scope="module")
-def cloud(tmp_path_factory):
-    for tool in ("ping", "ssh", "conntrack"):
-        assert shutil.which(tool), f"{tool} is missing: run scripts/setup.sh"
+CLIENT_NS = "cloudtest-pub-nw"
+
+
+def remove_labs() -> None:
     for host in (HOST_A, HOST_B):
         labhost.destroy(host)
+    subprocess.run(["ip", "netns", "del", CLIENT_NS], capture_output=True, check=False)
+
+
+@job("two-zone cloud", wanted=uses("cloud"), order=30, cleanup=remove_labs)
+def deploy_two_zones(tmp_path_factory) -> Cloud:
+    """The two lab hosts, the client namespace, the deployed cloud, a key pair and the test
+    image (in the background from the session's start, tests/background.py)."""
+    for tool in ("ping", "ssh", "conntrack"):
+        assert shutil.which(tool), f"{tool} is missing: run scripts/setup.sh"
+    remove_labs()
     c = Cloud(tmp_path_factory.mktemp("network"))
     src = c.workdir / "inventory-src"
     (src / "group_vars").mkdir(parents=True)
     (src / "hosts.yml").write_text(yaml.safe_dump(HOSTS))
     (src / "group_vars" / "all.yml").write_text(yaml.safe_dump(GROUP_VARS))
+    for host in (HOST_A, HOST_B):
+        labhost.create(host)
+    labhost.write_inventory([HOST_A, HOST_B], src, c.inventory)
+    # nw-a's public side: a veth to the client namespace.
+    netns_a = labhost.netns_of(HOST_A)
+    subprocess.run(["ip", "netns", "add", c.client_ns], check=True)
+    for cmd in (
+        ["ip", "link", "add", "pub0", "netns", netns_a, "type", "veth",
+         "peer", "name", "cl0", "netns", c.client_ns],
+        ["ip", "-n", netns_a, "addr", "add", f"{PUBLIC_GW}/24", "dev", "pub0"],
+        ["ip", "-n", netns_a, "link", "set", "pub0", "up"],
+        ["ip", "-n", c.client_ns, "addr", "add", f"{CLIENT_IP}/24", "dev", "cl0"],
+        ["ip", "-n", c.client_ns, "link", "set", "cl0", "up"],
+        ["ip", "-n", c.client_ns, "link", "set", "lo", "up"],
+    ):  # fmt: skip
+        subprocess.run(cmd, check=True)
+    subprocess.run([sys.executable, str(PROJECT / "scripts" / "build-test-image.py")],
+                   check=True)  # fmt: skip
+    c.cloudctl("deploy")
+    c.cloudctl("keypair", "create", "k", "--output-file", str(c.key))
+    disk = c.workdir / "root.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "64M"], check=True)
+    images = PROJECT / ".cache" / "test-image"
+    rows = c.json("image", "register", "tiny", "--file", str(disk),
+                  "--kernel", str(images / "vmlinuz"), "--ramdisk", str(images / "initrd.img"))  # fmt: skip
+    c.ids["emi"] = next(r["id"] for r in rows if r["kind"] == "machine")
+    return c
+
+
+@pytest.fixture(scope="module")
+def cloud(background):
     try:
-        for host in (HOST_A, HOST_B):
-            labhost.create(host)
-        labhost.write_inventory([HOST_A, HOST_B], src, c.inventory)
-        # nw-a's public side: a veth to the client namespace.
-        netns_a = labhost.netns_of(HOST_A)
-        subprocess.run(["ip", "netns", "add", c.client_ns], check=True)
-        for cmd in (
-            ["ip", "link", "add", "pub0", "netns", netns_a, "type", "veth",
-             "peer", "name", "cl0", "netns", c.client_ns],
-            ["ip", "-n", netns_a, "addr", "add", f"{PUBLIC_GW}/24", "dev", "pub0"],
-            ["ip", "-n", netns_a, "link", "set", "pub0", "up"],
-            ["ip", "-n", c.client_ns, "addr", "add", f"{CLIENT_IP}/24", "dev", "cl0"],
-            ["ip", "-n", c.client_ns, "link", "set", "cl0", "up"],
-            ["ip", "-n", c.client_ns, "link", "set", "lo", "up"],
-        ):  # fmt: skip
-            subprocess.run(cmd, check=True)
-        subprocess.run([sys.executable, str(PROJECT / "scripts" / "build-test-image.py")],
-                       check=True)  # fmt: skip
-        yield c
+        yield background.result("two-zone cloud")
     finally:
-        for host in (HOST_A, HOST_B):
-            labhost.destroy(host)
-        subprocess.run(["ip", "netns", "del", c.client_ns], check=False)
+        remove_labs()
 
 
 def test_deploy_two_zones_and_launch(cloud):
-    cloud.cloudctl("deploy")
-    cloud.cloudctl("keypair", "create", "k", "--output-file", str(cloud.key))
-    images = PROJECT / ".cache" / "test-image"
-    disk = cloud.workdir / "root.qcow2"
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "64M"], check=True)
-    rows = cloud.json("image", "register", "tiny", "--file", str(disk),
-                      "--kernel", str(images / "vmlinuz"), "--ramdisk", str(images / "initrd.img"))  # fmt: skip
-    emi = next(r["id"] for r in rows if r["kind"] == "machine")
+    emi = cloud.ids["emi"]
     cloud.cloudctl("group", "create", "web")
     cloud.cloudctl("group", "create", "db")
     run = ["instance", "run", "--image", emi, "--keypair", "k"]
@@ -244,3 +261,31 @@ def test_terminate_removes_chains_reservations_and_nat(cloud):
     assert [a["instance"] for a in addresses] == [None]  # still allocated, not associated
     cloud.cloudctl("address", "release", cloud.ids["eip"])
     assert cloud.json("address", "list") == []
+
+
+def test_reset_leaves_nothing_behind(cloud):
+    """reset.yml on both hosts of the two-zone cloud (the last test of this file)."""
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(cloud.inventory),
+         "cloudctl.cloud.reset"],
+        capture_output=True, text=True, cwd=PROJECT, timeout=900, check=False,
+        env=dict(os.environ, ANSIBLE_CONFIG=str(PROJECT / "ansible.cfg"),
+                 PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-5000:]
+    for host in (HOST_A, HOST_B):
+        bridges = json.loads(in_host(host, "ip", "-j", "link", "show", "type", "bridge").stdout)
+        assert bridges == [], (host, bridges)
+        # The lab hosts share the machine's PID namespace: look only at their network namespaces.
+        processes = [
+            Path(f"/proc/{pid}/comm").read_text().strip()
+            for pid in labhost.netns_pids(labhost.netns_of(host))
+        ]
+        for daemon in ("libvirtd", "virtlogd", "tgtd", "dnsmasq", "weed", "supervisord"):
+            assert daemon not in processes, (host, processes)
+        for path in ("/etc/cloud", "/etc/supervisor/conf.d/cloud-tgtd.conf", "/opt/cloud"):
+            assert in_host(host, "test", "-e", path).returncode != 0, (host, path)
+        leftovers = in_host(
+            host, "sh", "-c", "ls /etc/supervisor/conf.d /etc/systemd/system | grep cloud-"
+        )
+        assert leftovers.stdout.strip() == "", (host, leftovers.stdout)
