@@ -517,7 +517,10 @@ class StateStore(Store):
 
 # --- etcd ---------------------------------------------------------------------------------
 
-LOCK_TTL = 10  # s: a dead holder's lock frees itself within this time
+# s: a dead or cut-off holder's lock frees itself within this time. It bounds a CLC
+# failover: a primary cut off while holding the lock delays the secondary's first write by
+# up to this (measured: 16 s after a network cut with 10). Kept alive every TTL/3.
+LOCK_TTL = 5
 LOCK_WAIT = 60  # s: how long a transaction waits for the lock before giving up
 OPERATION_TTL = 10  # s: a dead cloudctl's operation shows as interrupted within this time
 RETRY_FOR = 10  # s: how long a request tries the members before etcd counts as unreachable

@@ -54,6 +54,7 @@ KNOWN_HOSTS = LAB_DIR / "known_hosts"
 # /usr/local too: roles install scripts there (the cc role's keepalived notify script); shared,
 # one host's reset removed another's (the HA lab's CC pair lost its notify script).
 OVERLAID_DIRS = ["/etc", "/var/lib", "/var/log", "/var/cache", "/opt", "/srv", "/usr/local"]
+SHELL_DOTFILES = [".bashrc", ".profile"]
 TMPFS_DIRS = ["/run", "/tmp"]
 
 
@@ -194,6 +195,11 @@ def inner_script(name: str, hdir: Path, sshd_config: Path) -> str:
         lines.append(
             f"mount -t overlay overlay -o lowerdir={d},upperdir={upper},workdir={work} {d}"
         )
+    # root's shell start-up files as on a fresh Debian host: this machine's own (a pyenv
+    # init in .bashrc, which bash runs for every SSH command) cost seconds per module call.
+    for dotfile in SHELL_DOTFILES:
+        skel, home = f"/etc/skel/{dotfile}", f"/root/{dotfile}"
+        lines.append(f"if [ -e {skel} ] && [ -e {home} ]; then mount --bind {skel} {home}; fi")
     lines += [
         "mkdir -p /run/sshd /run/lock",
         f"echo {name} > /etc/hostname",
