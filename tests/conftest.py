@@ -28,8 +28,11 @@ labhost = load_file("labhost", PROJECT / "molecule" / "labhost.py")
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The integration tests last (in their own order), so that the background jobs they
-    need (deploys, molecule scenarios) run beside the faster tests before them."""
-    items.sort(key=lambda item: INTEGRATION in item.path.parents)
+    need (deploys, molecule scenarios) run beside the faster tests before them; the HA lab's
+    tests first among them, so that the lab goes before its idle daemons slow the others."""
+    items.sort(
+        key=lambda item: (INTEGRATION in item.path.parents, "ha_lab" not in item.fixturenames)
+    )
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -19,6 +19,7 @@ import time
 
 import pytest
 
+from tests.background import job, uses
 from tests.conftest import PROJECT, load_file
 from tests.integration.cloud_client import CloudClient, PublicSideClient, in_host
 
@@ -70,19 +71,26 @@ def run_instance(lab: HaLab) -> None:
     lab.ids["eip"] = address["public_ip"]
 
 
+@job("ha_lab", wanted=uses("ha_lab"), order=1, cleanup=lambda: halab.down())
+def build_ha_lab(tmp_path_factory) -> HaLab:
+    """The deployed HA lab with a running instance on an elastic IP (in the background from
+    the session's start, tests/background.py)."""
+    halab.down()
+    started = time.monotonic()
+    halab.up(deploy=True)
+    lab = HaLab()
+    lab.ids["deploy_s"] = time.monotonic() - started
+    run_instance(lab)
+    return lab
+
+
 @pytest.fixture(scope="session")
-def ha_lab():
+def ha_lab(background):
     """The deployed HA lab with a running instance on an elastic IP (HaLab)."""
     if os.geteuid() != 0:
         pytest.fail("the HA lab needs root (lab hosts are network namespaces)")
-    halab.down()
     try:
-        started = time.monotonic()
-        halab.up(deploy=True)
-        lab = HaLab()
-        lab.ids["deploy_s"] = time.monotonic() - started
-        run_instance(lab)
-        yield lab
+        yield background.result("ha_lab")
     except SystemExit as exc:  # halab reports a failed step so
         pytest.fail(str(exc))
     finally:
