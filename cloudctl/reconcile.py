@@ -53,6 +53,7 @@ class Drift:
     detail: str
     fix: str  # what --fix does ("none": reported only)
     fixed: bool = False
+    owner: str = ""  # an allocation's instance
 
 
 @dataclass
@@ -155,19 +156,26 @@ class Reconciler(CloudService):
                 if d.host in failed:  # found again, and retried, by the next reconcile
                     d.fixed = False
                     d.detail += f" (fix failed: {failed[d.host]})"
-            self._release_cleaned(plan, set(failed))
+            released = self._release_cleaned(plan, set(failed))
+            for d in drifts:  # held by remains that the fix removed: released now
+                if d.kind == "orphan-allocation" and d.owner in released:
+                    d.fixed = True
         return drifts
 
-    def _release_cleaned(self, plan: _Plan, failed: set[str]) -> None:
+    def _release_cleaned(self, plan: _Plan, failed: set[str]) -> set[str]:
         """The IP and MAC of ended instances whose remains the fix removed from their node and
-        CC: only now may a new instance get them (its reservation is gone)."""
+        CC: only now may a new instance get them (its reservation is gone). The instances
+        whose allocations went."""
         cleaned = {i["name"] for i in plan.orphan_instances if i["node"] not in failed}
         cleaned -= {r["name"] for r in plan.orphan_reservations if r["cc"] in failed}
         with self.store.transaction() as tx:
+            released = set()
             for iid in sorted(cleaned):
                 record = tx.table(INSTANCES).get(iid)
                 if record and record["state"] not in LIVE_INSTANCE:
                     release_allocations(tx, record)
+                    released.add(iid)
+        return released
 
     def _leftover_plays(self, fix: bool) -> list[Drift]:
         """Interrupted operations whose play still has processes. cloudctl/playguard.py ends
@@ -468,7 +476,15 @@ def _compare_allocations(
             if held:
                 detail += " (released once its hosts hold nothing of it)"
             drifts.append(
-                Drift("orphan-allocation", value, "", detail, "release it", fixed=fix and not held)
+                Drift(
+                    "orphan-allocation",
+                    value,
+                    "",
+                    detail,
+                    "release it",
+                    fixed=fix and not held,
+                    owner=owner,
+                )
             )
             if fix and not held:
                 tx.release(pool, value)
