@@ -121,6 +121,18 @@ def run_module(
     return result
 
 
+def tiny_image_dir() -> Path:
+    """The directory of the tiny test image (vmlinuz, initrd.img), built once and cached."""
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "build-test-image.py"), "--json"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    ).stdout
+    return Path(json.loads(out)["out"])
+
+
 def load_module_utils(name: str | None = None):
     """Make the collection importable (``ansible_collections.cloudctl.cloud...``); with
     ``name``, import and return that module_utils module."""

@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,7 +20,6 @@ from nc_lab import NcLab
 
 pytestmark = [modhelpers.needs_root, pytest.mark.integration]
 
-BUILD_IMAGE = modhelpers.ROOT / "scripts" / "build-test-image.py"
 BOOT_TIMEOUT = 180
 PUBKEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBbq1TzEN5dvR9M2qR2M7qkY2cQ7vZ9v0bq2l4mZk0aB t@nc"
 NAME = "i-0c1d2e3f"
@@ -41,14 +38,7 @@ def cache_put(lab: NcLab, data: bytes) -> Path:
 
 @pytest.fixture(scope="module")
 def lab():
-    out = subprocess.run(
-        [sys.executable, str(BUILD_IMAGE), "--json"],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    ).stdout
-    image_dir = Path(json.loads(out)["out"])
+    image_dir = modhelpers.tiny_image_dir()
     started = time.monotonic()
     with NcLab() as lab:
         print(f"\nlab {lab.name} up in {time.monotonic() - started:.1f} s")

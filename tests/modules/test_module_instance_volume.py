@@ -13,21 +13,19 @@ scripts from its NoCloud seed. The module runs through ansible-playbook inside t
 from __future__ import annotations
 
 import grp
-import json
 import os
 import secrets
 import shutil
 import signal
 import stat
 import subprocess
-import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from modhelpers import ROOT, run_module
+from modhelpers import run_module, tiny_image_dir
 
 pytestmark = pytest.mark.integration
 
@@ -203,7 +201,7 @@ class Lab:
 
     def define(self, name: str, seed: Path | None = None, start: bool = False) -> Path:
         """Define (and start) a domain of the test image; return its console file."""
-        img = Path(build_image()["out"])
+        img = tiny_image_dir()
         kernel, initrd = self.dir / "vmlinuz", self.dir / "initrd.img"
         if not kernel.exists():
             shutil.copy(img / "vmlinuz", kernel)
@@ -253,17 +251,6 @@ def fix_kvm_device() -> None:
     if st.st_gid != kvm_gid or stat.S_IMODE(st.st_mode) & 0o060 != 0o060:
         os.chown("/dev/kvm", 0, kvm_gid)
         os.chmod("/dev/kvm", stat.S_IMODE(st.st_mode) | 0o660)
-
-
-def build_image() -> dict:
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "build-test-image.py"), "--json"],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    ).stdout
-    return json.loads(out)
 
 
 def make_seed(directory: Path, instance: str) -> Path:

@@ -10,10 +10,7 @@ kernel and initramfs and a small raw disk sit in the lab's image cache under the
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import modhelpers
 import pytest
@@ -22,7 +19,6 @@ from test_module_cloud_instance import cache_put
 
 pytestmark = [modhelpers.needs_root, pytest.mark.integration]
 
-BUILD_IMAGE = modhelpers.ROOT / "scripts" / "build-test-image.py"
 GOOD = ["i-0e1e2e01", "i-0e1e2e02"]
 BAD = "i-0e1e2e03"  # its disk image is not cached and has no URL: it fails, the others start
 MISSING_SHA = "0" * 64
@@ -31,14 +27,7 @@ SSH = {"protocol": "tcp", "from_port": 22, "to_port": 22, "cidr": "0.0.0.0/0"}
 
 @pytest.fixture(scope="module")
 def lab():
-    out = subprocess.run(
-        [sys.executable, str(BUILD_IMAGE), "--json"],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    ).stdout
-    image_dir = Path(json.loads(out)["out"])
+    image_dir = modhelpers.tiny_image_dir()
     with NcLab(dhcp=False) as lab:
         lab.kernel = cache_put(lab, (image_dir / "vmlinuz").read_bytes())
         lab.ramdisk = cache_put(lab, (image_dir / "initrd.img").read_bytes())
