@@ -14,7 +14,7 @@ console ("BEGIN SSH HOST KEY KEYS"), as the tiny test image does
 (scripts/build-test-image.py). The bench compares cloudctl's launch of it with libvirt's.
 
 The build is cached: when the cache key (this script + the candidate versions of the main
-packages) matches the manifest and the disk exists, nothing is rebuilt. Needs debootstrap,
+packages) matches the manifest and the disk exists, nothing is rebuilt. Needs debootstrap, fdisk,
 extlinux and syslinux-common (scripts/setup.sh), a loop device (for extlinux) and the apt
 mirror (DEBIAN_MIRROR, default deb.debian.org).
 """

@@ -19,8 +19,9 @@ APT_PACKAGES=(
   # (GNU time: peak RSS)
   iputils-ping time strace chromium awscli
   # the benchmarks' Debian image with cloud-init (scripts/build-distro-image.py): debootstrap,
-  # and extlinux + its MBR boot code to boot it from its own disk
-  debootstrap extlinux syslinux-common
+  # fdisk (sfdisk: its partition table), and extlinux + its MBR boot code to boot it from its
+  # own disk
+  debootstrap extlinux syslinux-common fdisk
 )
 
 export DEBIAN_FRONTEND=noninteractive
