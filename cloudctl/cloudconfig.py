@@ -262,6 +262,15 @@ def identity_key_path(settings: Settings) -> Path:
     return path.with_name(path.name + ".identity-key")  # type: ignore[union-attr]
 
 
+def fetched_identity_key_path(settings: Settings) -> Path:
+    """Where fetch_config puts the identity key of a shared state while a state file of
+    this cloudctl is still here (its own key stays until `merge_state` adds the file to
+    the shared state: cloudctl/deploy.py)."""
+    if settings.state_path is not None and settings.state_path.is_file():
+        return identity_key_path(settings).with_name(identity_key_path(settings).name + ".etcd")
+    return identity_key_path(settings)
+
+
 # The files of cloud.yml's `state:` mapping -> their copies' names in fetched_etcd_dir.
 ETCD_COPIES = {"ca_file": "ca.crt", "cert_file": "client.crt", "key_file": "client.key"}
 
@@ -290,6 +299,7 @@ def fetch_config(settings: Settings) -> Path:
     ca_dest.unlink(missing_ok=True)  # the CLC may name no CA any more
     for name in ETCD_COPIES.values():
         (etcd_dir / name).unlink(missing_ok=True)
+    key_dest = fetched_identity_key_path(settings)
     old_umask = os.umask(0o077)  # ansible-playbook inherits it: the copies are born 0600
     try:
         result = runner.run_playbook(
@@ -301,7 +311,7 @@ def fetch_config(settings: Settings) -> Path:
                 "cloudctl_etcd_dest": str(etcd_dir),
                 "cloudctl_etcd_copies": ETCD_COPIES,
                 # the identity key of a shared state (etcd only), where this cloudctl reads it
-                "cloudctl_identity_key_dest": str(identity_key_path(settings)),
+                "cloudctl_identity_key_dest": str(key_dest),
             },
             operation="fetch-config",
             journal=False,
@@ -309,8 +319,8 @@ def fetch_config(settings: Settings) -> Path:
     finally:
         os.umask(old_umask)
     result.raise_for_failures()
-    if identity_key_path(settings).is_file():
-        identity_key_path(settings).chmod(0o600)
+    if key_dest.is_file():
+        key_dest.chmod(0o600)
     if not dest.is_file():
         raise ConfigError(f"the CLC's cloud configuration was not copied to {dest}")
     dest.chmod(0o600)

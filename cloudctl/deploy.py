@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cloudctl.cloudconfig import fetched_path, get_config
+from cloudctl.cloudconfig import (
+    fetched_identity_key_path,
+    fetched_path,
+    get_config,
+    identity_key_path,
+)
 from cloudctl.config import Settings, check_inventory, with_fetched_state
 from cloudctl.errors import InputError
 from cloudctl.runner import PlayResult, ProgressCallback, previous_task_count, run_playbook
-from cloudctl.state import open_store
+from cloudctl.state import EtcdStore, Migration, StateStore, migrate, open_store
 
 SITE_PLAYBOOK = "cloudctl.cloud.site"
 
@@ -72,15 +78,39 @@ def deploy(
     return result
 
 
-def record_cloud(settings: Settings) -> Settings | None:
+def record_cloud(settings: Settings) -> tuple[Settings, bool, Migration | None]:
     """After a deploy: the state records the cloud's id (made by the deploy), created when
     there is none; the state of another cloud is refused. The state is the one the fresh
-    cloud.yml names (etcd once the deploy made a CLC pair). Returns the settings of that
-    state when it was written, else None."""
+    cloud.yml names (etcd once the deploy made a CLC pair): this cloudctl's state file of the
+    single-CLC cloud is added to it first (merge_state). Returns the settings of that state,
+    whether the record was written, and the merge."""
     config = get_config(settings)
     settings = with_fetched_state(settings)
+    merged = None
+    if settings.state_etcd is not None and settings.state_path.is_file():  # type: ignore[union-attr]
+        merged = merge_state(settings)
     written = open_store(settings).initialize(config.cloud_id, config.cloud_name)
-    return settings if written else None
+    return settings, written, merged
+
+
+def merge_state(settings: Settings) -> Migration:
+    """Add this cloudctl's state file to the shared state in etcd that the settings name (a
+    cloud operated from here whose CLC became a pair: the CLC's own state went into etcd with
+    the deploy). Secrets are encrypted again with the shared state's identity key (fetched
+    beside the file's own: fetched_identity_key_path); the file and its key stay, renamed
+    FILE.migrated-TIME and FILE.migrated-TIME.identity-key."""
+    from cloudctl.identity import recrypt_secrets  # cryptography: only when needed
+
+    own_key, shared_key = identity_key_path(settings), fetched_identity_key_path(settings)
+    recrypt = recrypt_secrets(own_key, shared_key) if shared_key.is_file() else None
+    source = StateStore(settings.state_path)  # type: ignore[arg-type]
+    target = EtcdStore(settings.state_etcd)  # type: ignore[arg-type]
+    done = migrate(source, target, merge=True, recrypt=recrypt)
+    if own_key.is_file() and shared_key != own_key:
+        os.replace(own_key, done.moved_to.with_name(done.moved_to.name + ".identity-key"))
+    if shared_key.is_file() and shared_key != own_key:
+        os.replace(shared_key, own_key)
+    return done
 
 
 def host_summary(result: PlayResult) -> list[HostSummary]:

@@ -24,7 +24,7 @@ import os
 import re
 import secrets
 import string
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -123,6 +123,30 @@ def validate_user(name: str) -> str:
 
 def _new_access_key_id() -> str:
     return "AKI" + "".join(secrets.choice(_KEY_ALPHABET) for _ in range(17))
+
+
+def recrypt_secrets(
+    old_key: Path, new_key: Path
+) -> Callable[[str, dict[str, Any]], dict[str, Any]] | None:
+    """For a state that moves under another identity key (cloudctl.state.migrate's recrypt):
+    a function that re-encrypts an access key's secret from `old_key` to `new_key`. None
+    when there is nothing to do (one key, or the state had none: it holds no secret)."""
+    if not old_key.is_file() or old_key.read_bytes().strip() == new_key.read_bytes().strip():
+        return None
+    old, new = Fernet(old_key.read_bytes().strip()), Fernet(new_key.read_bytes().strip())
+
+    def recrypt(table: str, doc: dict[str, Any]) -> dict[str, Any]:
+        if table != KEYS:
+            return doc
+        try:
+            secret = old.decrypt(doc["secret"].encode())
+        except InvalidToken:
+            raise StateError(
+                f"access key {doc['id']}: its secret does not decrypt with {old_key}"
+            ) from None
+        return {**doc, "secret": new.encrypt(secret).decode()}
+
+    return recrypt
 
 
 def _new_secret() -> str:

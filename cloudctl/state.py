@@ -42,7 +42,7 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -790,6 +790,12 @@ def open_store(settings: Settings) -> Store:
     """The state store of the settings' cloud: etcd when its `state:` names it, else the
     TinyDB file."""
     if settings.state_etcd is not None:
+        if settings.state_path is not None and settings.state_path.is_file():
+            # A state of this cloudctl from before the CLC pair: never hidden behind etcd's.
+            raise StateError(
+                f"{settings.state_path} holds a state that is not in etcd ({settings.state_etcd}): "
+                "`cloudctl state migrate --merge` adds it to the shared state"
+            )
         return EtcdStore(settings.state_etcd, state_file=settings.state_path)
     return StateStore(settings.state_path)  # type: ignore[arg-type]
 
@@ -1095,17 +1101,39 @@ class Migration:
     """What `migrate` did."""
 
     cloud_id: str
-    tables: dict[str, int]  # records per table
-    allocations: int  # allocated pool values
+    tables: dict[str, int]  # records per table (copied, or added by a merge)
+    allocations: int  # allocated pool values (copied or added)
     moved_to: Path  # the file's new name
+    merged: bool = False  # added to a state etcd held already
+    kept: int = 0  # a merge: records etcd held already (MERGE_KEEPS), left as they were
 
 
-def migrate(source: StateStore, target: EtcdStore) -> Migration:
+# A merge keeps etcd's copy of these records when both states have one: the administrator's
+# account and user exist in every state that ever had an account (identity.py), each state
+# with its own number and time; the scheduler's last node per zone is a hint.
+MERGE_KEEPS = ("t/accounts/admin", "t/users/admin%2Fadmin", "t/scheduler/")
+# Names a merge must not give twice: (table, the fields that make a record's name).
+MERGE_UNIQUE = {"keypairs": ("account", "name"), "groups": ("account", "name"),
+                "buckets": ("name",)}  # fmt: skip
+
+
+def migrate(
+    source: StateStore,
+    target: EtcdStore,
+    merge: bool = False,
+    recrypt: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None,
+) -> Migration:
     """Copy the state file into etcd in one etcd transaction, check the copy, then rename
     the file to <file>.migrated-<UTC time> so that nothing writes to it again. Refused
     (StateError, nothing written) when the target already holds a state, unless it is this
     very copy (a migration interrupted before the rename: the rename is finished). The
-    file's lock is held throughout: no transaction of the file slips in."""
+    file's lock is held throughout: no transaction of the file slips in.
+
+    merge: etcd may already hold a state of the same cloud (a single CLC's, migrated by the
+    deploy, beside which a controller's cloudctl kept its own file): the file's records are
+    added to it. Refused, nothing written, when a record is in both with other content
+    (MERGE_KEEPS aside) or a name would be given twice (MERGE_UNIQUE). `recrypt(table, doc)`
+    returns a record with its secrets encrypted for the target (another identity key)."""
     if not source.path.is_file():
         raise StateMissing(f"no state at {source.path} to migrate")
     with source.transaction() as src:
@@ -1113,14 +1141,32 @@ def migrate(source: StateStore, target: EtcdStore) -> Migration:
         if not cloud_id:
             src.check_identity(source.name, "")  # raises: the file records no cloud
         records = _records(src._storage.data)
+        if recrypt is not None:
+            records = {k: recrypt(_table_of(k) or "", doc) for k, doc in records.items()}
         with target.transaction() as dst:
-            if dst.found and _records(dst._storage.data) != records:
+            held = _records(dst._storage.data) if dst.found else {}
+            merged = bool(merge and held and dst.identity() == cloud_id)
+            if merged:
+                added, kept = _merged(held, records, source.path, target.name)
+                data = dst._storage.data
+                for key, doc in added.items():
+                    table = data.setdefault(_table_of(key), {})
+                    table[str(len(table) + 1)] = copy.deepcopy(doc)
+                dst._storage.write(data)
+                expected = held | added
+            elif held and held != records:
                 raise StateError(_occupied(target, dst.identity(), cloud_id, source.path))
-            dst._storage.write(copy.deepcopy(src._storage.data))  # commits every key
+            else:
+                added, kept, expected = records, 0, records
+                layout: dict[str, dict[str, Any]] = {}
+                for key, doc in records.items():
+                    table = layout.setdefault(_table_of(key), {})  # type: ignore[arg-type]
+                    table[str(len(table) + 1)] = copy.deepcopy(doc)
+                dst._storage.write(layout)  # commits every key
         copied = target._load_all()
-        if copied != records:
-            differ = len(copied.keys() ^ records.keys()) + sum(
-                copied[k] != records[k] for k in copied.keys() & records.keys()
+        if copied != expected:
+            differ = len(copied.keys() ^ expected.keys()) + sum(
+                copied[k] != expected[k] for k in copied.keys() & expected.keys()
             )
             raise StateError(
                 f"the copy in {target.name} differs from {source.path} in {differ} records; "
@@ -1133,12 +1179,53 @@ def migrate(source: StateStore, target: EtcdStore) -> Migration:
         except OSError as exc:
             raise StateError(f"cannot rename {source.path}: {exc.strerror}") from exc
     tables: dict[str, int] = {}
-    for key in records:
+    for key in added:
         table = _table_of(key)
         if table not in (IDENTITY, ALLOCATIONS):
             tables[table] = tables.get(table, 0) + 1  # type: ignore[index]
-    allocations = sum(_table_of(key) == ALLOCATIONS for key in records)
-    return Migration(cloud_id, dict(sorted(tables.items())), allocations, moved_to)
+    allocations = sum(_table_of(key) == ALLOCATIONS for key in added)
+    return Migration(cloud_id, dict(sorted(tables.items())), allocations, moved_to, merged, kept)
+
+
+def _merged(
+    held: dict[str, dict[str, Any]], records: dict[str, dict[str, Any]], path: Path, name: str
+) -> tuple[dict[str, dict[str, Any]], int]:
+    """The records of the file that etcd lacks, and how many etcd keeps (MERGE_KEEPS);
+    StateError naming the first clashes when the two states disagree."""
+    added, kept, clashes = {}, 0, []
+    for key, doc in records.items():
+        if key not in held:
+            added[key] = doc
+        elif key == "cloud" or held[key] == doc:
+            continue
+        elif key.startswith(MERGE_KEEPS):
+            kept += 1
+        else:
+            clashes.append(f"{_key_text(key)} differs")
+    names: dict[tuple, str] = {}
+    for key, doc in (held | added).items():
+        fields = MERGE_UNIQUE.get(_table_of(key) or "")
+        if fields and all(doc.get(f) for f in fields):
+            name_of = (_table_of(key), *(doc[f] for f in fields))
+            if name_of in names:
+                clashes.append(f"{_key_text(names[name_of])} and {_key_text(key)} have one name")
+            names[name_of] = key
+    if clashes:
+        shown = "; ".join(clashes[:3]) + (
+            f" (and {len(clashes) - 3} more)" if len(clashes) > 3 else ""
+        )
+        raise StateError(
+            f"cannot merge {path} into {name}: {shown}; nothing was written (the two states "
+            "disagree: keep one, or remove the clashing records from the file first)"
+        )
+    return added, kept
+
+
+def _key_text(key: str) -> str:
+    """A record's key as a person reads it: `instances i-0a1b2c3d`, `allocation ip:zone-a
+    172.31.0.5`."""
+    kind, *parts = [urllib.parse.unquote(p) for p in key.split("/")]
+    return " ".join([{"t": "", "a": "allocation"}.get(kind, kind), *parts]).strip()
 
 
 def _occupied(target: EtcdStore, holder: str, cloud_id: str, path: Path) -> str:

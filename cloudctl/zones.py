@@ -5,6 +5,9 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+from cloudctl.addresses import ASSOCIABLE_STATES
+from cloudctl.addresses import TABLE as ADDRESSES
+from cloudctl.instances import TABLE as INSTANCES
 from cloudctl.instances import ip_pool
 from cloudctl.scheduler import Free, capacity, free_resources
 from cloudctl.services import CloudService
@@ -44,6 +47,33 @@ class Zones(CloudService):
                         "disk_gb": itype.disk_gb,
                     }
                 )
+        return rows
+
+    def network(self, zone: str | None = None) -> list[dict[str, Any]]:
+        """What every CC of a zone holds for its instances, one row per instance that has a
+        DHCP reservation (pending, running, stopping, stopped): its MAC and private IP, and its
+        elastic IP when one is associated. Rows fit cloudctl.cloud.cc_instances (name, zone,
+        mac, ip, hostname); the deploy gives them to a CC that joined a pair."""
+        zones = [self.config.cluster(zone).zone] if zone else sorted(self.config.clusters)
+        with self.store.snapshot() as snap:
+            instances = [i for i in snap.table(INSTANCES).all() if i["state"] in ASSOCIABLE_STATES]
+            addresses = {a["instance"]: a for a in snap.table(ADDRESSES).all() if a.get("instance")}
+        rows = []
+        for record in sorted(instances, key=lambda i: (i["zone"], i["id"])):
+            if record["zone"] not in zones:
+                continue
+            address = addresses.get(record["id"], {})
+            rows.append(
+                {
+                    "zone": record["zone"],
+                    "name": record["id"],
+                    "hostname": record["id"],
+                    "mac": record["mac"],
+                    "ip": record["private_ip"],
+                    "public_ip": address.get("public_ip", ""),
+                    "public_interface": address.get("public_interface", ""),
+                }
+            )
         return rows
 
     def free_private_ips(self) -> dict[str, int]:

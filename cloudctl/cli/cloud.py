@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -18,7 +19,7 @@ from cloudctl.config import (
     remove_cloud,
 )
 from cloudctl.errors import ConfigError
-from cloudctl.state import EtcdStore, StateStore, migrate, open_store
+from cloudctl.state import EtcdStore, Migration, StateStore, migrate, open_store
 
 _FILE = click.Path(exists=True, dir_okay=False)
 
@@ -128,6 +129,11 @@ def init(obj: CliContext) -> None:
 @click.option("--ca-file", type=_FILE, default=None, help="CA of the members' certificates.")
 @click.option("--cert-file", type=_FILE, default=None, help="Client certificate.")
 @click.option("--key-file", type=_FILE, default=None, help="The client certificate's key.")
+@click.option(
+    "--merge", is_flag=True,
+    help="Add the file to a state of this cloud that etcd holds already (refused when they "
+    "disagree); secrets are encrypted again with the shared state's identity key.",
+)  # fmt: skip
 @pass_context
 def migrate_(
     obj: CliContext,
@@ -136,11 +142,13 @@ def migrate_(
     ca_file: str | None,
     cert_file: str | None,
     key_file: str | None,
+    merge: bool,
 ) -> None:
     """Copy the state file into etcd (a single CLC becomes a pair), check the copy, and
     rename the file to FILE.migrated-TIME. Without options, etcd is the one cloud.yml's
-    state: names. Refused when etcd already holds a state; nothing to do when the file is
-    gone (migrated already)."""
+    state: names. Refused when etcd already holds a state (unless --merge); nothing to do
+    when the file is gone (migrated already). `cloudctl deploy` merges the state file of
+    the cloudctl that deploys by itself when the deploy makes a CLC pair."""
     settings = obj.resolve()  # the etcd state does not exist yet: nothing to check
     source = StateStore(settings.state_path)  # type: ignore[arg-type]
     if not source.path.is_file():
@@ -158,10 +166,27 @@ def migrate_(
         raise ConfigError(
             "no etcd to migrate to: give --endpoints, or name it in cloud.yml's state:"
         )
-    done = migrate(source, EtcdStore(config))
+    if merge:
+        from cloudctl.deploy import merge_state  # the deploy's code: only when needed
+
+        done = merge_state(replace(settings, state_etcd=config))
+    else:
+        done = migrate(source, EtcdStore(config))
+    click.echo(migration_text(done, source.path, config))
+
+
+def migration_text(done: Migration, path: Path, target: object) -> str:
+    """What `state migrate` (and a deploy that merged a state) did, in two lines."""
     counts = ", ".join(f"{table} {n}" for table, n in done.tables.items()) or "no records"
-    click.echo(
-        f"migrated the state of cloud {done.cloud_id} from {source.path} to {config}: "
-        f"{counts}; {done.allocations} allocated values"
-    )
-    click.echo(f"the file is now {done.moved_to}")
+    if done.merged:
+        first = (
+            f"merged the state of cloud {done.cloud_id} from {path} into {target}: added "
+            f"{counts}; {done.allocations} allocated values; {done.kept} records kept as etcd "
+            "had them"
+        )
+    else:
+        first = (
+            f"migrated the state of cloud {done.cloud_id} from {path} to {target}: {counts}; "
+            f"{done.allocations} allocated values"
+        )
+    return f"{first}\nthe file is now {done.moved_to}"

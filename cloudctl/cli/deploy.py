@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from cloudctl import deploy as deploy_service
+from cloudctl.cli.cloud import migration_text
 from cloudctl.cli.common import CliContext, output_option, pass_context, task_progress
 from cloudctl.cli.output import output_result
 
@@ -44,6 +45,10 @@ def deploy(
         if check:
             click.echo("Check mode: nothing was changed.", err=True)
     result.raise_for_failures()
-    recorded = None if check else deploy_service.record_cloud(settings)
-    if recorded:
-        click.echo(f"State {recorded.state_location} records this cloud.", err=True)
+    if check:
+        return
+    settings, written, merged = deploy_service.record_cloud(settings)
+    if merged:
+        click.echo(migration_text(merged, settings.state_path, settings.state_etcd), err=True)
+    if written:
+        click.echo(f"State {settings.state_location} records this cloud.", err=True)

@@ -193,3 +193,14 @@ def zone_list(obj: CliContext, verbose: bool, output: str | None) -> None:
     if verbose:
         columns += ["free", "max", "cpus", "memory_mb", "disk_gb"]
     output_result(Zones(obj.settings).list(verbose), obj.output_format(output), columns)
+
+
+@zone.command("network")
+@click.argument("zone_name", required=False)
+@output_option
+@pass_context
+def zone_network(obj: CliContext, zone_name: str | None, output: str | None) -> None:
+    """The DHCP reservations and elastic IPs every CC of a zone (default: of every zone)
+    holds: one row per instance that has a reservation."""
+    columns = ["zone", "name", "mac", "ip", "public_ip"]
+    output_result(Zones(obj.settings).network(zone_name), obj.output_format(output), columns)

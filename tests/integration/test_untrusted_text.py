@@ -60,6 +60,7 @@ REFUSED_ID = {  # ids and references: looked up, never found
     ("instance", "console", "instance_id"): "instance console {C}",
     ("instance", "run", "image_id"): "instance run --image {C}",
     ("instance", "run", "type_name"): "instance run --image {EMI} --type {C}",
+    ("zone", "network", "zone_name"): "zone network {C}",
     ("instance", "run", "zone"): "instance run --image {EMI} --zone {C}",
     ("instance", "run", "keypair"): "instance run --image {EMI} --keypair {C}",
     ("instance", "run", "groups"): "instance run --image {EMI} --group {C}",

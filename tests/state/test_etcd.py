@@ -21,7 +21,7 @@ import yaml
 
 from cloudctl import journal
 from cloudctl.config import EtcdState, Settings
-from cloudctl.state import EtcdStore, StateError, StateStore, _records, b64
+from cloudctl.state import EtcdStore, StateError, StateStore, _records, b64, migrate, open_store
 from tests.conftest import poll
 from tests.integration.cloud_client import cloudctl_here
 from tests.state.conftest import etcd_state
@@ -395,12 +395,76 @@ def test_migrate_copies_a_state_file_into_etcd_once(etcd_cluster, tmp_path):
     assert {k: r.doc for k, r in target._read().records.items()} == records  # untouched
 
 
+def test_a_deploy_merges_the_state_file_of_its_cloudctl_into_the_clcs_state(etcd_cluster, tmp_path):
+    """A cloud operated from a controller whose CLC became a pair: the CLC's own state went
+    into etcd (the clc role's migrate); the controller's file is added to it, its secrets
+    encrypted again with the shared key; a file that disagrees changes nothing."""
+    from cryptography.fernet import Fernet
+
+    from cloudctl.deploy import merge_state
+    from cloudctl.identity import Identity, Principal
+
+    cloud_id = "cloud-0123456789abcdef"
+    clc = realistic_state(tmp_path / "clc" / "state.json", cloud_id)  # the CLC's, in etcd
+    with clc.transaction() as tx:  # an admin made there at another time, a named group
+        tx.table("accounts").update("admin", number="000000000001")
+        tx.table("groups").update("sg-0a1b2c3d", name="web")
+    etcd = etcd_state(etcd_cluster)
+    migrate(clc, EtcdStore(etcd))
+    held = EtcdStore(etcd)._load_all()
+
+    home = tmp_path / "home"
+    settings = Settings(project_dir=PROJECT, inventory=tmp_path, home=home, state_etcd=etcd)
+    own = StateStore(settings.state_path)
+    own.initialize(cloud_id, "demo")
+    with own.transaction() as tx:
+        tx.table("accounts").insert({"id": "admin", "number": "111111111111", **OWNER})
+        tx.table("instances").insert({"id": "i-0f0f0f0f", "state": "running", **OWNER})
+        tx.table("keypairs").insert({"id": "kp-1", "name": "mine", **OWNER})
+        tx.allocate("ip:zone-a", ["172.31.0.9"], "i-0f0f0f0f")
+    created = Identity(own).create_key(Principal("admin", "admin"))
+    key_id, secret = created["access_key_id"], created["secret_access_key"]
+    shared_key = home / "state.json.identity-key.etcd"  # where fetch_config put the CLC's
+    shared_key.write_bytes(Fernet.generate_key())
+
+    # Disagreeing: a key pair of the same name in both -> refused, nothing written.
+    with own.transaction() as tx:
+        tx.table("keypairs").insert({"id": "key/with slash", "name": "other", **OWNER})
+    with pytest.raises(
+        StateError, match="cannot merge .*: keypairs key/with slash differs; nothing was written"
+    ):
+        merge_state(settings)
+    with own.transaction() as tx:  # a group named as one of the CLC's
+        tx.table("keypairs").remove("key/with slash")
+        tx.table("groups").insert({"id": "sg-0f0f0f0f", "name": "web", **OWNER})
+    with pytest.raises(StateError, match="groups sg-0a1b2c3d and groups sg-0f0f0f0f have one name"):
+        merge_state(settings)
+    assert own.path.exists() and EtcdStore(etcd)._load_all() == held
+    with pytest.raises(StateError, match="holds a state that is not in etcd.*--merge"):
+        open_store(settings)
+
+    with own.transaction() as tx:
+        tx.table("groups").remove("sg-0f0f0f0f")
+    done = merge_state(settings)
+    assert done.merged and done.tables == {"access_keys": 1, "instances": 1, "keypairs": 1}
+    assert done.kept == 2 and done.allocations == 1  # etcd's admin account and user stay
+    assert not own.path.exists() and done.moved_to.exists()
+    assert (done.moved_to.parent / (done.moved_to.name + ".identity-key")).exists()
+    assert not shared_key.exists() and (home / "state.json.identity-key").exists()
+    merged = open_store(settings)
+    with merged.snapshot() as snap:
+        assert snap.table("instances").get("i-0f0f0f0f")["state"] == "running"
+        assert snap.table("instances").get("i-0a1b2c3d") is not None  # the CLC's
+        assert snap.table("accounts").get("admin")["number"] == "000000000001"
+        assert snap.allocations("ip:zone-a") == {"172.31.0.5": "i-0a1b2c3d",
+                                                 "172.31.0.9": "i-0f0f0f0f"}  # fmt: skip
+    assert Identity(merged).authenticate(key_id)[0] == secret
+
+
 def test_migrate_finishes_a_copy_interrupted_before_the_rename(etcd_cluster, tmp_path):
     source = realistic_state(tmp_path / "state.json", "cloud-0123456789abcdef")
     target = EtcdStore(etcd_state(etcd_cluster))
     with target.transaction() as tx:  # the copy was committed, the process died after it
         tx._storage.write(json.loads(source.path.read_text()))
-    from cloudctl.state import migrate
-
     done = migrate(source, target)
     assert done.moved_to.exists() and not source.path.exists()

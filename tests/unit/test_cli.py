@@ -51,7 +51,7 @@ def calls(monkeypatch, tmp_path) -> list[dict]:
         return fake_result(tmp_path, kwargs["extravars"].get("fail_with", []))
 
     monkeypatch.setattr(cloudctl.deploy, "run_playbook", fake_run)
-    monkeypatch.setattr(cloudctl.deploy, "record_cloud", lambda settings: None)
+    monkeypatch.setattr(cloudctl.deploy, "record_cloud", lambda settings: (settings, False, None))
     return seen
 
 

@@ -92,3 +92,27 @@ def test_zone_list_verbose_counts_free_and_max(tmp_path):
     rows = Zones(s, config=config()).list(verbose=True)
     assert rows[0]["zone"] == "zone-a" and rows[0]["nodes"] == 2
     assert (rows[1]["zone"], rows[1]["free"], rows[1]["max"]) == ("|- m1.small", 3, 6)
+
+
+def test_zone_network_lists_what_every_cc_of_the_zone_holds(tmp_path):
+    s = settings(tmp_path)
+    with StateStore(s.state_path).transaction() as tx:
+        for n, state in enumerate(["running", "stopped", "terminated", "shutting-down"]):
+            tx.table("instances").insert({"id": f"i-0000000{n}", "account": "other",
+                                          "user": "u", "state": state, "zone": "zone-a",
+                                          "private_ip": f"172.31.0.{n + 2}",
+                                          "mac": f"d0:0d:00:00:00:0{n}"})  # fmt: skip
+        tx.table("addresses").insert({"id": "eipalloc-1", "account": "other", "user": "u",
+                                      "public_ip": "198.51.100.17",
+                                      "instance": "i-00000001", "zone": "zone-a", "cc": "cc1",
+                                      "public_interface": "pub0"})  # fmt: skip
+    rows = Zones(s, config=config()).network()
+    assert [(r["name"], r["ip"], r["public_ip"]) for r in rows] == [
+        ("i-00000000", "172.31.0.2", ""),
+        ("i-00000001", "172.31.0.3", "198.51.100.17"),
+    ]
+    assert rows[1] | {"zone": "zone-a", "mac": "d0:0d:00:00:00:01", "hostname": "i-00000001",
+                      "public_interface": "pub0"} == rows[1]  # fmt: skip
+    assert Zones(s, config=config()).network("zone-a") == rows
+    with pytest.raises(InputError, match="unknown zone 'zone-x'"):
+        Zones(s, config=config()).network("zone-x")
