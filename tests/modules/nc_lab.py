@@ -24,6 +24,7 @@ the namespace and the work directory.
 from __future__ import annotations
 
 import grp
+import hashlib
 import json
 import os
 import secrets
@@ -189,6 +190,21 @@ class NcLab:
             shutil.rmtree(self.dir, ignore_errors=True)
 
     # -- helpers ---------------------------------------------------------------------------
+    def cache_put(self, data: bytes) -> Path:
+        """Put ``data`` in the image cache as image_cache does: <sha256>, 0644, group kvm."""
+        path = self.cache_dir / hashlib.sha256(data).hexdigest()
+        path.write_bytes(data)
+        shutil.chown(path, "root", "kvm")
+        path.chmod(0o644)
+        return path
+
+    def cache_test_image(self, image_dir: Path) -> None:
+        """The test image's kernel and initramfs and a raw 4 MiB root disk in the cache
+        (self.kernel, self.ramdisk, self.disk)."""
+        self.kernel = self.cache_put((image_dir / "vmlinuz").read_bytes())
+        self.ramdisk = self.cache_put((image_dir / "initrd.img").read_bytes())
+        self.disk = self.cache_put(b"\0" * (4 << 20))
+
     def run(self, cmd: list[str], check: bool = True, **kw) -> subprocess.CompletedProcess:
         """Run ``cmd`` inside the lab; capture text output."""
         proc = subprocess.run(

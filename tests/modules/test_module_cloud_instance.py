@@ -8,9 +8,7 @@ lab's image cache under their sha256, as image_cache leaves them.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -27,24 +25,13 @@ MAC = "d0:0d:0c:1d:2e:3f"
 ADDRESS = "10.97.0.10"
 
 
-def cache_put(lab: NcLab, data: bytes) -> Path:
-    """Put ``data`` in the lab's cache as image_cache does: <sha256>, 0644, group kvm."""
-    path = lab.cache_dir / hashlib.sha256(data).hexdigest()
-    path.write_bytes(data)
-    shutil.chown(path, "root", "kvm")
-    path.chmod(0o644)
-    return path
-
-
 @pytest.fixture(scope="module")
 def lab():
     image_dir = modhelpers.tiny_image_dir()
     started = time.monotonic()
     with NcLab() as lab:
         print(f"\nlab {lab.name} up in {time.monotonic() - started:.1f} s")
-        lab.kernel = cache_put(lab, (image_dir / "vmlinuz").read_bytes())
-        lab.ramdisk = cache_put(lab, (image_dir / "initrd.img").read_bytes())
-        lab.disk = cache_put(lab, b"\0" * (4 << 20))  # raw root image, 4 MiB
+        lab.cache_test_image(image_dir)
         yield lab
 
 

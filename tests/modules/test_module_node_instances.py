@@ -15,7 +15,6 @@ import time
 import modhelpers
 import pytest
 from nc_lab import NcLab
-from test_module_cloud_instance import cache_put
 
 pytestmark = [modhelpers.needs_root, pytest.mark.integration]
 
@@ -29,9 +28,7 @@ SSH = {"protocol": "tcp", "from_port": 22, "to_port": 22, "cidr": "0.0.0.0/0"}
 def lab():
     image_dir = modhelpers.tiny_image_dir()
     with NcLab(dhcp=False) as lab:
-        lab.kernel = cache_put(lab, (image_dir / "vmlinuz").read_bytes())
-        lab.ramdisk = cache_put(lab, (image_dir / "initrd.img").read_bytes())
-        lab.disk = cache_put(lab, b"\0" * (4 << 20))
+        lab.cache_test_image(image_dir)
         yield lab
 
 
