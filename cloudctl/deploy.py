@@ -19,6 +19,7 @@ from cloudctl.runner import PlayResult, ProgressCallback, previous_task_count, r
 from cloudctl.state import EtcdStore, Migration, StateStore, migrate, open_store
 
 SITE_PLAYBOOK = "cloudctl.cloud.site"
+CC_PAIRS_PLAYBOOK = "cloudctl.cloud.runtime.cc_pairs"  # site.yml's last play
 
 
 @dataclass(frozen=True)
@@ -82,13 +83,15 @@ def record_cloud(settings: Settings) -> tuple[Settings, bool, Migration | None]:
     """After a deploy: the state records the cloud's id (made by the deploy), created when
     there is none; the state of another cloud is refused. The state is the one the fresh
     cloud.yml names (etcd once the deploy made a CLC pair): this cloudctl's state file of the
-    single-CLC cloud is added to it first (merge_state). Returns the settings of that state,
-    whether the record was written, and the merge."""
+    single-CLC cloud is added to it first (merge_state), and the CCs of a pair get the
+    reservations and elastic IPs of what it added (site.yml's last play ran before). Returns
+    the settings of that state, whether the record was written, and the merge."""
     config = get_config(settings)
     settings = with_fetched_state(settings)
     merged = None
     if settings.state_etcd is not None and settings.state_path.is_file():  # type: ignore[union-attr]
         merged = merge_state(settings)
+        run_playbook(settings, CC_PAIRS_PLAYBOOK, operation="deploy-cc-pairs").raise_for_failures()
     written = open_store(settings).initialize(config.cloud_id, config.cloud_name)
     return settings, written, merged
 
