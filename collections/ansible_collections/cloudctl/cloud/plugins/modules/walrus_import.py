@@ -146,7 +146,6 @@ server_pid:
   returned: when the temporary server was started
 """
 
-import ctypes
 import fcntl
 import glob
 import hashlib
@@ -156,7 +155,6 @@ import re
 import shutil
 import signal
 import socket
-import subprocess
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -221,11 +219,6 @@ def store_in_use(store: str) -> str | None:
     return None
 
 
-def die_with_parent() -> None:
-    """In the child before exec: the kernel sends SIGTERM to weed if the module dies."""
-    ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
-
-
 class TemporaryWalrus:
     """`weed server -s3` on the old data directory, on loopback, while the import runs.
 
@@ -257,32 +250,51 @@ class TemporaryWalrus:
         ]  # fmt: skip
         os.mkdir(os.path.join(self.work, "master"))
         self.log_path = os.path.join(self.work, "weed.log")
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
+        self.returncode: int | None = None
+        # module.run_command runs a command to its end; this server must run while the
+        # module copies, so it is spawned here and stopped by its PID.
+        previous = os.getcwd()
+        os.chdir(self.work)  # weed would also read a filer.toml found in its cwd
+        try:
+            self.pid = os.posix_spawn(
+                weed,
                 command,
-                cwd=self.work,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                preexec_fn=die_with_parent,  # noqa: PLW1509 (no threads here)
+                dict(os.environ),
+                file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                    (os.POSIX_SPAWN_OPEN, 1, self.log_path, os.O_WRONLY | os.O_CREAT, 0o600),
+                    (os.POSIX_SPAWN_DUP2, 1, 2),
+                ],
             )
+        finally:
+            os.chdir(previous)
+
+    def poll(self) -> int | None:
+        """The server's exit code once it has ended (reaped), else None."""
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
 
     def exited(self) -> str | None:
         """Why the server is gone (its exit code and last log line), or None."""
-        if self.proc.poll() is None:
+        if self.poll() is None:
             return None
         with open(self.log_path, "rb") as f:
             lines = f.read().decode(errors="replace").strip().splitlines()
-        return f"exit code {self.proc.returncode}: {lines[-1] if lines else 'no output'}"
+        return f"exit code {self.returncode}: {lines[-1] if lines else 'no output'}"
 
     def stop(self, timeout: int) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        """SIGTERM, then SIGKILL after timeout seconds (a clean stop takes about 15 s)."""
+        if self.poll() is None:
+            os.kill(self.pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while self.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if self.poll() is None:
+                os.kill(self.pid, signal.SIGKILL)
+                self.returncode = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
         # weed leaves unix sockets named after its ports in /tmp.
         for port in self.ports:
             for sock in glob.glob(f"/tmp/seaweedfs-*-{port}.sock") + glob.glob(
@@ -492,7 +504,7 @@ def core(module: AnsibleModule) -> dict:
     except ImportFailed as exc:
         module.fail_json(msg=str(exc), **result)
     server = TemporaryWalrus(p["weed"], p["source_dir"], p["s3_config"])
-    result["server_pid"] = server.proc.pid
+    result["server_pid"] = server.pid
     failure = None
     try:
         counts = import_objects(module, server, dst, dst_buckets)
