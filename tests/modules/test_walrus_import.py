@@ -20,7 +20,7 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
-from modhelpers import run_module, weed_server
+from modhelpers import load_module_source, run_module, weed_server
 
 pytestmark = pytest.mark.integration
 
@@ -175,3 +175,23 @@ def test_nothing_to_import_without_old_data(tmp_path):
         },
     )
     assert not res["failed"] and not res["changed"] and "no single-host" in res["msg"], res
+
+
+def test_a_copy_is_checked_against_the_source():
+    module = load_module_source("walrus_import")
+    body = b"abc"
+    md5 = hashlib.md5(body).hexdigest()
+    reader = module.HashingReader(io.BytesIO(body))
+    while reader.read(2):
+        pass
+    got = {"ETag": f'"{md5}"', "ContentLength": 3}
+    module.verify_copy(got, reader, {"ETag": f'"{md5}"', "ContentLength": 3})
+    with pytest.raises(ValueError, match="differs from the source's ETag"):
+        module.verify_copy({**got, "ETag": '"' + "0" * 32 + '"'}, reader, {"ContentLength": 3})
+    with pytest.raises(ValueError, match="the copy holds 2 bytes"):
+        module.verify_copy(got, reader, {"ETag": '"x-2"', "ContentLength": 2})
+    # Multipart ETags are not MD5s of the object: only sizes can be compared.
+    assert module.already_there((3, "a" * 32 + "-2"), (3, md5))
+    assert not module.already_there((3, md5), (3, "f" * 32))
+    assert not module.already_there((3, md5), (4, md5))
+    assert not module.already_there((3, md5), None)

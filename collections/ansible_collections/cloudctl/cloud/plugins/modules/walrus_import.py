@@ -373,11 +373,25 @@ def already_there(source: tuple[int, str], destination: tuple[int, str] | None) 
     return not both_plain or source[1] == destination[1]
 
 
+def verify_copy(got: dict, reader: HashingReader, head: dict) -> None:
+    """Raise ValueError unless the bytes read are the source object and the copy holds them."""
+    etag, md5 = got.get("ETag", "").strip('"'), reader.md5.hexdigest()
+    copied_etag = head.get("ETag", "").strip('"')
+    if reader.size != got["ContentLength"]:
+        raise ValueError(f"read {reader.size} bytes of {got['ContentLength']}")
+    if PLAIN_ETAG.match(etag) and md5 != etag:
+        raise ValueError(f"MD5 of the bytes read {md5} differs from the source's ETag {etag}")
+    if head["ContentLength"] != reader.size:
+        raise ValueError(f"the copy holds {head['ContentLength']} bytes, not {reader.size}")
+    if PLAIN_ETAG.match(copied_etag) and copied_etag != md5:
+        raise ValueError(f"the copy's ETag {copied_etag} differs from the MD5 read {md5}")
+
+
 def copy_object(src, dst, bucket: str, key: str) -> int:
     """Stream one object from src to dst (multipart above 8 MiB) and check the copy;
-    returns its size."""
+    returns its size. A copy that fails the check is deleted, so that a later run does
+    not take it for one already there."""
     got = src.get_object(Bucket=bucket, Key=key)
-    etag = got.get("ETag", "").strip('"')
     extra = {"Metadata": got.get("Metadata", {})}
     if got.get("ContentType"):
         extra["ContentType"] = got["ContentType"]
@@ -386,17 +400,11 @@ def copy_object(src, dst, bucket: str, key: str) -> int:
         multipart_threshold=PART_SIZE, multipart_chunksize=PART_SIZE, use_threads=False
     )
     dst.upload_fileobj(reader, bucket, key, ExtraArgs=extra, Config=transfer)
-    md5 = reader.md5.hexdigest()
-    if reader.size != got["ContentLength"]:
-        raise ValueError(f"read {reader.size} bytes of {got['ContentLength']}")
-    if PLAIN_ETAG.match(etag) and md5 != etag:
-        raise ValueError(f"MD5 of the bytes read {md5} differs from the source's ETag {etag}")
-    head = dst.head_object(Bucket=bucket, Key=key)
-    copied_etag = head.get("ETag", "").strip('"')
-    if head["ContentLength"] != reader.size:
-        raise ValueError(f"the copy holds {head['ContentLength']} bytes, not {reader.size}")
-    if PLAIN_ETAG.match(copied_etag) and copied_etag != md5:
-        raise ValueError(f"the copy's ETag {copied_etag} differs from the MD5 read {md5}")
+    try:
+        verify_copy(got, reader, dst.head_object(Bucket=bucket, Key=key))
+    except ValueError:
+        dst.delete_object(Bucket=bucket, Key=key)
+        raise
     return reader.size
 
 
