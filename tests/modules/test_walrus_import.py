@@ -90,6 +90,9 @@ def single_host(tmp_path_factory) -> Path:
         # The store is locked while the single-host server runs: the import refuses.
         res = run_module(work, "walrus_import", module_args(server.data_dir, server))
         assert res["failed"] and "still runs" in res["msg"], res
+        res = run_module(work, "walrus_import", module_args(server.data_dir, server), check=True)
+        assert not res["failed"] and res["changed"], res
+        assert "still runs" in json.dumps(res.get("warnings", [])), res
     return server.data_dir
 
 
