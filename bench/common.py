@@ -85,6 +85,25 @@ def cloudctl(*args: str, home: Path | None = None, lab: Path = LAB) -> list | di
         return proc.stdout
 
 
+# The boot sector of a guest that halts at once: cli; hlt; jmp back to the hlt.
+HALT_SECTOR = bytes([0xFA, 0xF4, 0xEB, 0xFD]).ljust(510, b"\0") + b"\x55\xaa"
+
+
+def halting_image(work: Path, lab: Path = LAB) -> str:
+    """Register a 1 MiB whole-disk image whose boot sector halts the CPU; its emi. Its guest
+    reaches `running` like any other and then idles: the control-plane benchmarks (many
+    launches and terminations at once) measure the cloud, not TCG emulating N kernel boots
+    on the same 2 cores (which real nodes with KVM do elsewhere; the boot floor bench
+    measures a guest's boot)."""
+    disk = work / f"halt-{time.monotonic_ns()}.raw"
+    disk.write_bytes(HALT_SECTOR.ljust(1 << 20, b"\0"))
+    try:
+        reg = cloudctl("image", "register", disk.stem, "--file", str(disk), lab=lab)
+    finally:
+        disk.unlink()
+    return next(r["id"] for r in reg if r["kind"] == "machine")
+
+
 def timed(func: Callable[[], object]) -> tuple[float, object]:
     start = time.perf_counter()
     value = func()
