@@ -22,7 +22,6 @@ import pytest
 
 pytestmark = modhelpers.needs_root
 KIB = 1024
-MIB = 1024 * KIB
 SECRET_QUERY = "X-Amz-Signature=0123456789secret"
 
 
@@ -32,7 +31,6 @@ class ImageServer:
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
         self.gets: dict[str, int] = {}
-        self.ranges = True  # answers Range requests (as Walrus does)
         self.release = threading.Event()
         self.release.set()
         server = self
@@ -46,14 +44,7 @@ class ImageServer:
                 if body is None:
                     self.send_error(404)
                     return
-                asked = self.headers.get("Range", "")
-                if server.ranges and asked.startswith("bytes="):
-                    first, last = (int(n) for n in asked.removeprefix("bytes=").split("-"))
-                    body = body[first : last + 1]
-                    self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {first}-{last}/*")
-                else:
-                    self.send_response(200)
+                self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -110,21 +101,6 @@ def run(tmp_path, node, check=False, **args):
 
 def blob(n: int, seed: int) -> bytes:
     return bytes([seed]) * n + os.urandom(16)
-
-
-def test_a_big_image_comes_in_ranges_fetched_at_once(tmp_path, node, server):
-    data = blob(20 * MIB, 7)  # three parts of 8 MiB
-    sha, url = server.add(data)
-    res = run(tmp_path, node, sha256=sha, url=url, size=len(data))
-    assert res["changed"] and res["downloaded_bytes"] == len(data), res
-    assert (node["cache"] / sha).read_bytes() == data
-    assert server.gets[f"/images/{sha}"] == 3
-    # A server that ignores Range answers every part with the whole file: refused.
-    server.ranges = False
-    sha, url = server.add(blob(20 * MIB, 8))
-    res = run(tmp_path, node, sha256=sha, url=url, size=20 * MIB + 16)
-    assert res["failed"] and "range 0-8388607: HTTP 200" in res["msg"], res["msg"]
-    assert sorted(p.name for p in node["cache"].iterdir() if sha in p.name) == [f".{sha}.lock"]
 
 
 def test_miss_then_hit(tmp_path, node, server):

@@ -5,19 +5,15 @@ also run per image by node_instances)."""
 
 from __future__ import annotations
 
-import collections
-import concurrent.futures
 import errno
 import fcntl
 import hashlib
-import itertools
 import json
 import os
 import re
 import tempfile
 import time
 import urllib.error
-from collections.abc import Iterator
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.urls import open_url
@@ -29,11 +25,6 @@ from ansible_collections.cloudctl.cloud.plugins.module_utils.cloud_role_config i
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 CHUNK = 1 << 20
 MIB = 1 << 20
-# Parallel download: ranges of PART bytes, RANGE_WORKERS at once, WINDOW parts ahead at most
-# (bench/runtime.py: the NC's download against boto3's on the same host).
-PART = 8 * MIB
-RANGE_WORKERS = 4
-WINDOW = 8
 
 
 def load_config(path: str) -> dict:
@@ -84,11 +75,7 @@ def cache_files(cache_dir: str) -> list[tuple[str, int, float]]:
 
 
 def download(module: AnsibleModule, cache_dir: str, sha: str, path: str) -> int:
-    """Download url to a temp file in cache_dir, verify, rename to path. Returns bytes read.
-
-    An image of known size is fetched in PART ranges by RANGE_WORKERS threads at once (one
-    HTTP stream of Walrus is slower than the NC's disk); the parts are hashed and written in
-    order as they arrive, at most WINDOW of them held in memory."""
+    """Download url to a temp file in cache_dir, verify, rename to path. Returns bytes read."""
     p = module.params
     fd, tmp = tempfile.mkstemp(prefix=f".{sha}.", suffix=".part", dir=cache_dir)
     try:
@@ -96,19 +83,13 @@ def download(module: AnsibleModule, cache_dir: str, sha: str, path: str) -> int:
         size = 0
         with os.fdopen(fd, "wb") as out:
             try:
-                if p["size"] is not None and p["size"] >= 2 * PART:
-                    for chunk in ranged_parts(p["url"], p["size"], p["timeout"]):
+                with open_url(
+                    p["url"], timeout=p["timeout"], decompress=False, use_netrc=False
+                ) as resp:
+                    while chunk := resp.read(CHUNK):
                         digest.update(chunk)
                         out.write(chunk)
                         size += len(chunk)
-                else:
-                    with open_url(
-                        p["url"], timeout=p["timeout"], decompress=False, use_netrc=False
-                    ) as resp:
-                        while chunk := resp.read(CHUNK):
-                            digest.update(chunk)
-                            out.write(chunk)
-                            size += len(chunk)
             except urllib.error.HTTPError as exc:
                 raise DownloadError(f"HTTP {exc.code} {exc.reason}") from None
             except (urllib.error.URLError, OSError) as exc:
@@ -132,36 +113,6 @@ def download(module: AnsibleModule, cache_dir: str, sha: str, path: str) -> int:
         except FileNotFoundError:
             pass
         raise
-
-
-def ranged_parts(url: str, size: int, timeout: int) -> Iterator[bytes]:
-    """The bytes of url in order, PART at a time, fetched by RANGE_WORKERS threads."""
-
-    def fetch_part(start: int) -> bytes:
-        end = min(start + PART, size) - 1
-        headers = {"Range": f"bytes={start}-{end}"}
-        with open_url(
-            url, headers=headers, timeout=timeout, decompress=False, use_netrc=False
-        ) as resp:
-            data = resp.read()
-            if resp.status != 206 or len(data) != end - start + 1:
-                raise DownloadError(f"range {start}-{end}: HTTP {resp.status}, {len(data)} bytes")
-            return data
-
-    starts = iter(range(0, size, PART))
-    with concurrent.futures.ThreadPoolExecutor(RANGE_WORKERS) as pool:
-        pending = collections.deque(
-            pool.submit(fetch_part, start) for start in itertools.islice(starts, WINDOW)
-        )
-        try:
-            while pending:
-                data = pending.popleft().result()
-                for start in itertools.islice(starts, 1):
-                    pending.append(pool.submit(fetch_part, start))
-                yield data
-        finally:
-            for future in pending:
-                future.cancel()
 
 
 class DownloadError(Exception):
