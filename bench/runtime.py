@@ -15,8 +15,8 @@ Measured, each REPEAT times (median reported):
   the four in one command (a guest that halts at once: common.halting_image);
   boot-and-delete (run + terminate of one tiny test image), beside Rally's median;
 - image cache: the first run of a freshly registered 64 MiB and 1 GiB image (cold: the NC
-  downloads it) and the next runs (warm); the NC's download throughput (image size over
-  cold - warm) against a plain boto3 download of the same object inside the lab host;
+  downloads it) and the next runs (warm); the NC's download throughput (as `instance run`
+  reports it) against a plain boto3 download of the same object inside the lab host;
 - volume attach (and detach) to a running instance;
 - image register of a 256 MiB file vs a plain copy of the same file.
 """
@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -39,6 +41,8 @@ from common import (
     Row,
     baseline_play,
     cloudctl,
+    cloudctl_argv,
+    env,
     halting_image,
     in_host,
     median,
@@ -131,6 +135,17 @@ def launch_rows(halting: str, tiny: str, base: float, repeat: int) -> list[Row]:
     ]  # fmt: skip
 
 
+# What `instance run` says of an image its NC downloaded (cloudctl/cli/instance.py).
+DOWNLOAD = re.compile(r"downloaded [\d.]+ MiB in [\d.]+ s \(([\d.]+) MiB/s\)")
+
+
+def run_said(emi: str) -> tuple[list, str]:
+    """`instance run` of one instance: its instances and what it said on stderr."""
+    proc = subprocess.run(cloudctl_argv("-o", "json", "instance", "run", "--image", emi),
+                          capture_output=True, text=True, env=env(), check=True)  # fmt: skip
+    return json.loads(proc.stdout), proc.stderr
+
+
 def cache_rows(work: Path, base: float, repeat: int) -> list[Row]:
     """Cold and warm image cache, 64 MiB and 1 GiB images; the NC's download throughput.
     Each image is registered once (a 1 GiB upload is slow): its first launch is the one cold
@@ -141,10 +156,12 @@ def cache_rows(work: Path, base: float, repeat: int) -> list[Row]:
         emi, sha = register_raw(work, f"cache-{os.getpid()}-{mib}", mib)
         try:
             runs = []
-            for _ in range(1 + repeat):
-                seconds, out = timed(lambda emi=emi: cloudctl("instance", "run", "--image", emi))
+            for n in range(1 + repeat):
+                seconds, (out, said) = timed(lambda emi=emi: run_said(emi))
                 runs.append(seconds)
                 terminate([i["id"] for i in out])
+                if n == 0 and mib == BIG_MIB:  # the NC's own figure of its download
+                    nc_mibs = float(DOWNLOAD.search(said).group(1))
             cold[mib], warm[mib] = runs[0], median(runs[1:])
             if mib == BIG_MIB:
                 boto3_mibs = [mib / boto3_get_s(sha) for _ in range(repeat)]
@@ -153,7 +170,6 @@ def cache_rows(work: Path, base: float, repeat: int) -> list[Row]:
     b = ("baseline", base)
     warm_small = (f"warm {SMALL_MIB} MiB image", warm[SMALL_MIB])
     boto3 = ("boto3 download on the NC", median(boto3_mibs))
-    nc_mibs = BIG_MIB / max(cold[BIG_MIB] - warm[BIG_MIB], 0.01)
     return [
         Row(f"instance run, cold image cache ({SMALL_MIB} MiB image)", cold[SMALL_MIB], "s", [b]),
         Row(f"instance run, warm image cache ({SMALL_MIB} MiB image)", warm[SMALL_MIB], "s", [b]),
@@ -162,7 +178,8 @@ def cache_rows(work: Path, base: float, repeat: int) -> list[Row]:
             [warm_small, b], goal=1.1),
         Row(f"plain boto3 download of the {BIG_MIB} MiB object inside the NC",
             boto3[1], "MiB/s", [boto3]),
-        Row(f"the NC's image download: {BIG_MIB} MiB / (cold - warm launch)",
+        Row(f"the NC's download of the {BIG_MIB} MiB image (sha256 checked, fsync'ed), as "
+            "`instance run` reports it",
             nc_mibs, "MiB/s", [boto3], goal=0.8, at_least=True),
     ]  # fmt: skip
 

@@ -330,7 +330,13 @@ class Instances(CloudService):
                     )
         final = [self.get(r["id"]) for r in records]
         cache = [
-            {"node": t.host, "sha256": image.get("sha256", ""), "hit": bool(image.get("hit"))}
+            {
+                "node": t.host,
+                "sha256": image.get("sha256", ""),
+                "hit": bool(image.get("hit")),
+                "bytes": image.get("downloaded_bytes", 0),
+                "seconds": image.get("seconds", 0),
+            }
             for t in result.task_results(TASK_START)
             for image in t.res.get("images") or []
         ]
