@@ -202,5 +202,6 @@ def zone_list(obj: CliContext, verbose: bool, output: str | None) -> None:
 def zone_network(obj: CliContext, zone_name: str | None, output: str | None) -> None:
     """The DHCP reservations and elastic IPs every CC of a zone (default: of every zone)
     holds: one row per instance that has a reservation."""
-    columns = ["zone", "name", "mac", "ip", "public_ip"]
-    output_result(Zones(obj.settings).network(zone_name), obj.output_format(output), columns)
+    fmt = obj.output_format(output)
+    columns = ["zone", "name", "mac", "ip", "public_ip"] if fmt == "table" else None  # all
+    output_result(Zones(obj.settings).network(zone_name), fmt, columns)

@@ -1,7 +1,11 @@
 """The HA lab the HA tests share (issue 12): scripts/halab.py's lab (inventory/ha on lab hosts
 ha1, ha2, ha-wit, ha-node, the wires ha-wire and ha-pub, the lab gateway ha-gw), deployed as
 the cloud halab, with the test image, a key pair and one running instance that answers on an
-elastic IP. Built once per session for the tests that use it, which run one after the other
+elastic IP. It is deployed as an operator would turn a running cloud into HA: first ha1 alone
+in clc, walrus and cc (`halab.sh up --single`), where the image is registered and the
+instance launched, then the whole inventory/ha over it (`halab.sh up`); `ids["single"]` keeps
+what the single cloud had (tests/integration/test_ha.py compares). Built once per session for
+the tests that use it, which run one after the other
 (tests/integration/test_ha*.py), and removed by netns and PID (labhost.destroy) as soon as the
 next test does not use it (release_ha_lab), so the idle lab never slows the tests after them.
 It replaces a lab left by `halab.sh up`.
@@ -77,11 +81,33 @@ def build_ha_lab(tmp_path_factory) -> HaLab:
     the session's start, tests/background.py)."""
     halab.down()
     started = time.monotonic()
-    halab.up(deploy=True)
+    halab.up(deploy=True, single=True)
     lab = HaLab()
-    lab.ids["deploy_s"] = time.monotonic() - started
     run_instance(lab)
+    lab.ids["single"] = single_cloud_facts(lab)
+    converted = time.monotonic()
+    halab.up(deploy=True)
+    lab.ids["deploy_s"] = time.monotonic() - started
+    lab.ids["conversion_s"] = time.monotonic() - converted
     return lab
+
+
+def single_cloud_facts(lab: HaLab) -> dict:
+    """What the conversion must keep: the records of the state, the instance's QEMU process
+    on ha-node (a restart would change it), the image's object in Walrus."""
+    [image] = lab.json("image", "show", lab.ids["emi"])
+    return {
+        "records": {kind: sorted(r.get("id") or r["name"] for r in lab.json(kind, "list"))
+                    for kind in ("instance", "image", "address", "group", "keypair")},
+        "qemu_pid": qemu_pid(lab.ids["instance"]["id"]),
+        "image_sha256": image["sha256"],
+    }  # fmt: skip
+
+
+def qemu_pid(instance_id: str) -> int:
+    """The PID of the instance's QEMU process on ha-node (from libvirt's pid file)."""
+    pid_file = f"/run/libvirt/qemu/{instance_id}.pid"
+    return int(in_host(halab.HOSTS["node1"], "cat", pid_file).stdout.strip())
 
 
 @pytest.fixture(scope="session")

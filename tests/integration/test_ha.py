@@ -5,13 +5,17 @@ this module: tests of faults on it belong here too."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 
+import boto3
 import pytest
 
+from cloudctl.cloudconfig import load_config
+from cloudctl.walrus import IMAGES, REGION
 from tests.conftest import poll
-from tests.integration.ha_fixtures import HaLab
+from tests.integration.ha_fixtures import HaLab, halab, qemu_pid
 
 pytestmark = pytest.mark.integration
 
@@ -56,3 +60,28 @@ def test_the_instance_answers_on_its_private_address_and_its_elastic_ip(ha_lab):
     ha_lab.client_trusts(eip, instance["private_ip"])
     poll(lambda: ha_lab.client_ssh(eip).stdout.strip() == instance["id"],
          f"SSH from the public side to {eip}", 60, 1)  # fmt: skip
+
+
+def test_the_single_cloud_turned_into_ha_kept_its_state_instance_and_objects(ha_lab):
+    """The lab was a single-host cloud with the instance running before `halab.sh up` added
+    ha2 and the witness (ha_fixtures.build_ha_lab): nothing of it may be lost or restarted."""
+    single = ha_lab.ids["single"]
+    now = {
+        kind: sorted(r.get("id") or r["name"] for r in ha_lab.json(kind, "list"))
+        for kind in single["records"]
+    }
+    assert now == single["records"]
+    assert qemu_pid(ha_lab.ids["instance"]["id"]) == single["qemu_pid"]  # never restarted
+    assert list(ha_lab.home.glob("state.json.migrated-*")), "the controller's state was merged"
+    # The image's object, through the Walrus pair's address: the single Walrus's data moved.
+    config = load_config(ha_lab.home / "cloud.yml")
+    assert config.walrus.endpoint.startswith(f"http://{halab.VIPS['walrus']}:")
+    s3 = boto3.session.Session().client(
+        "s3", endpoint_url=config.walrus.endpoint, region_name=REGION,
+        aws_access_key_id=config.walrus.access_key, aws_secret_access_key=config.walrus.secret_key,
+    )  # fmt: skip
+    body = s3.get_object(Bucket=IMAGES, Key=single["image_sha256"])["Body"].read()
+    assert hashlib.sha256(body).hexdigest() == single["image_sha256"]
+    # ha2 joined the zone's CC pair with the instance's reservation and elastic-IP rule.
+    drifts = json.loads(ha_lab.cloudctl("-o", "json", "reconcile", ok=False).stdout)
+    assert [d for d in drifts if d["kind"].startswith("missing-")] == [], drifts
