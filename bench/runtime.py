@@ -32,6 +32,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from common import (
@@ -54,6 +55,7 @@ from cloudctl.cloudconfig import load_config
 MiB = 1024 * 1024
 RALLY_S = 8.6  # OpenStack Rally's boot-and-delete median, KVM hardware (issue 13)
 SMALL_MIB, BIG_MIB = 64, 1024
+BOOT_DEADLINE_S = 300  # the tiny guest's boot under TCG, before a volume is attached
 # A plain boto3 download inside the lab host (the NC's view of Walrus), with the lab host's
 # own python3-boto3; the credentials come in the environment, never on the command line.
 BOTO3_GET = """
@@ -139,6 +141,12 @@ def launch_rows(halting: str, tiny: str, base: float, repeat: int) -> list[Row]:
 DOWNLOAD = re.compile(r"downloaded [\d.]+ MiB in [\d.]+ s \(([\d.]+) MiB/s\)")
 
 
+def console(instance_id: str) -> bytes:
+    """The instance's console log (`cloudctl instance console`)."""
+    return subprocess.run(cloudctl_argv("instance", "console", instance_id),
+                          capture_output=True, env=env(), check=True).stdout  # fmt: skip
+
+
 def run_said(emi: str) -> tuple[list, str]:
     """`instance run` of one instance: its instances and what it said on stderr."""
     proc = subprocess.run(cloudctl_argv("-o", "json", "instance", "run", "--image", emi),
@@ -187,6 +195,12 @@ def cache_rows(work: Path, base: float, repeat: int) -> list[Row]:
 def volume_rows(emi: str, base: float, repeat: int) -> list[Row]:
     [inst] = cloudctl("instance", "run", "--image", emi)
     vol = cloudctl("volume", "create", "--size", "1")[0]["id"]
+    # A guest still booting under TCG may not answer the unplug of a detach yet.
+    deadline = time.monotonic() + BOOT_DEADLINE_S
+    while b"BEGIN SSH HOST KEY KEYS" not in console(inst["id"]):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{inst['id']} did not boot within {BOOT_DEADLINE_S} s")
+        time.sleep(1)  # poll interval
     attach, detach = [], []
     for _ in range(repeat):
         seconds, _ = timed(lambda: cloudctl("volume", "attach", vol, "--instance", inst["id"]))
