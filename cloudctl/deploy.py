@@ -88,12 +88,20 @@ def record_cloud(settings: Settings) -> tuple[Settings, bool, Migration | None]:
     the settings of that state, whether the record was written, and the merge."""
     config = get_config(settings)
     settings = with_fetched_state(settings)
-    merged = None
-    if settings.state_etcd is not None and settings.state_path.is_file():  # type: ignore[union-attr]
-        merged = merge_state(settings)
-        run_playbook(settings, CC_PAIRS_PLAYBOOK, operation="deploy-cc-pairs").raise_for_failures()
+    merged = merge_pending(settings)
     written = open_store(settings).initialize(config.cloud_id, config.cloud_name)
     return settings, written, merged
+
+
+def merge_pending(settings: Settings) -> Migration | None:
+    """When the settings name a state in etcd and this cloudctl's state file is still here
+    (a deploy made the CLC pair; or its merge did not finish): merge it (merge_state), then
+    give the CCs of a pair the reservations and elastic IPs of what it added."""
+    if settings.state_etcd is None or not settings.state_path.is_file():  # type: ignore[union-attr]
+        return None
+    merged = merge_state(settings)
+    run_playbook(settings, CC_PAIRS_PLAYBOOK, operation="deploy-cc-pairs").raise_for_failures()
+    return merged
 
 
 def merge_state(settings: Settings) -> Migration:

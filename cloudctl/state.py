@@ -1138,13 +1138,17 @@ def migrate(
         raise StateMissing(f"no state at {source.path} to migrate")
     with source.transaction() as src:
         cloud_id = src.identity()
-        if not cloud_id:
+        if not cloud_id and not merge:
             src.check_identity(source.name, "")  # raises: the file records no cloud
         records = _records(src._storage.data)
         if recrypt is not None:
             records = {k: recrypt(_table_of(k) or "", doc) for k, doc in records.items()}
         with target.transaction() as dst:
             held = _records(dst._storage.data) if dst.found else {}
+            if not cloud_id:  # a merge adopts a file that records no cloud yet (a deploy's
+                cloud_id = dst.identity()  # journal, written before the cloud had an id)
+                if not cloud_id:
+                    src.check_identity(source.name, "")  # raises
             merged = bool(merge and held and dst.identity() == cloud_id)
             if merged:
                 added, kept = _merged(held, records, source.path, target.name)

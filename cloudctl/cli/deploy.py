@@ -35,6 +35,8 @@ def deploy(
     """Deploy or update the cloud on every host of the inventory (cloudctl.cloud.site)."""
     extravars = deploy_service.parse_extravars(extra_vars)
     settings = obj.resolve()  # the deploy makes the state of a new cloud
+    if not check and (pending := deploy_service.merge_pending(settings)):  # an earlier one's
+        click.echo(migration_text(pending, settings.state_path, settings.state_etcd), err=True)
     expected = deploy_service.expected_tasks(settings, check)
     with task_progress("Deploying", expected) as progress:
         result = deploy_service.deploy(

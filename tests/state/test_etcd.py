@@ -461,6 +461,20 @@ def test_a_deploy_merges_the_state_file_of_its_cloudctl_into_the_clcs_state(etcd
     assert Identity(merged).authenticate(key_id)[0] == secret
 
 
+def test_a_merge_adopts_a_file_that_records_no_cloud_yet(etcd_cluster, tmp_path):
+    """A first deploy of a CLC pair from a controller: its journal wrote the deploy's
+    operation into a new state file before the cloud had an id."""
+    etcd = etcd_state(etcd_cluster)
+    EtcdStore(etcd).initialize("cloud-0123456789abcdef", "demo")
+    own = StateStore(tmp_path / "state.json")
+    with own.transaction() as tx:
+        tx.table("operations").insert({"id": "ev-1", "state": "running", **OWNER})
+    done = migrate(own, EtcdStore(etcd), merge=True)
+    assert done.merged and done.tables == {"operations": 1} and not own.path.exists()
+    assert EtcdStore(etcd).get("operations", "ev-1")["state"] == "running"
+    EtcdStore(etcd).check("cloud-0123456789abcdef")
+
+
 def test_migrate_finishes_a_copy_interrupted_before_the_rename(etcd_cluster, tmp_path):
     source = realistic_state(tmp_path / "state.json", "cloud-0123456789abcdef")
     target = EtcdStore(etcd_state(etcd_cluster))
